@@ -1,0 +1,143 @@
+"""Modulation at the network's points (MNP): how saliency features modulate the classifier (SER, NeurIPS 2024).
+
+At each of the five points (stem and after each stage) the classifier's pre-ReLU tap `c_i` and the saliency
+encoder's pre-ReLU tap `s_i` are combined into the input of the next block (method.md section 3):
+`multiply` is ReLU(c * s) (the paper's default, no parameters); `dwseparable` is concat -> depthwise 3x3 -> 1x1 ->
+BN -> ReLU; `aggregate` is concat -> 3x3 conv -> BN -> ReLU, padded so the map keeps its size (the authors' version
+has no padding and crashes on the next block). A point whose `blocks` flag is 0 is not modulated: relu(c).
+The saliency features are NOT detached here: the SER wrapper detaches them for training, while end-to-end
+attacks (PGD through both branches) need their gradient.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ser_cli.runtime.errors import UserError
+
+
+class Modulation(nn.Module, ABC):
+    """Combines classifier and saliency taps at the enabled points; plain ReLU elsewhere."""
+
+    def __init__(self, channels: list[int], blocks: list[int]) -> None:
+        """Check and record the points.
+
+        Args:
+            channels: Channels of the taps at each point (a backbone's `tap_channels`).
+            blocks: One flag per point, 1 to modulate there and 0 to leave the plain ReLU.
+
+        Raises:
+            UserError: `blocks` does not have one 0/1 flag per point.
+        """
+        super().__init__()
+        if len(blocks) != len(channels) or any(b not in (0, 1) for b in blocks):
+            raise UserError(f"modulation blocks must be {len(channels)} flags of 0 or 1, got {list(blocks)}")
+        self.channels = list(channels)
+        self.blocks = [int(b) for b in blocks]
+
+    def forward(self, i: int, c_pre: Tensor, s_pre: Tensor) -> Tensor:
+        """Input of the block after point `i`.
+
+        Args:
+            i: Point index, 0 (stem) to 4 (last stage).
+            c_pre: Classifier's pre-ReLU tap, (B, C_i, H_i, W_i).
+            s_pre: Saliency encoder's pre-ReLU tap, same shape.
+
+        Returns:
+            (B, C_i, H_i, W_i), non-negative.
+        """
+        if not self.blocks[i]:
+            return F.relu(c_pre)
+        return self.combine(i, c_pre, s_pre)
+
+    @abstractmethod
+    def combine(self, i: int, c_pre: Tensor, s_pre: Tensor) -> Tensor:
+        """The variant's combination at an enabled point `i`; shapes as in `forward`."""
+
+
+MODULATIONS: dict[str, type[Modulation]] = {}
+
+
+def register_modulation(name: str) -> Callable[[type[Modulation]], type[Modulation]]:
+    """Register a `Modulation` subclass under `name`."""
+
+    def decorator(cls: type[Modulation]) -> type[Modulation]:
+        if name in MODULATIONS:
+            raise ValueError(f"modulation {name!r} registered twice")
+        MODULATIONS[name] = cls
+        return cls
+
+    return decorator
+
+
+def modulation_names() -> list[str]:
+    """Names of the registered modulation variants, sorted."""
+    return sorted(MODULATIONS)
+
+
+def build_modulation(name: str, channels: list[int], blocks: list[int]) -> Modulation:
+    """Build the modulation variant `name` for taps with `channels`, enabled where `blocks` is 1.
+
+    Raises:
+        UserError: unknown `name` or malformed `blocks`.
+    """
+    if name not in MODULATIONS:
+        raise UserError(f"unknown modulation {name!r}; choose one of: {', '.join(modulation_names())}")
+    return MODULATIONS[name](channels, blocks)
+
+
+@register_modulation("multiply")
+class Multiply(Modulation):
+    """ReLU(c * s): the paper's default, no parameters."""
+
+    def combine(self, i: int, c_pre: Tensor, s_pre: Tensor) -> Tensor:
+        """ReLU of the elementwise product, (B, C_i, H_i, W_i)."""
+        return F.relu(c_pre * s_pre)
+
+
+class _LearnedModulation(Modulation):
+    """A learned module per enabled point, applied to concat(c, s)."""
+
+    def __init__(self, channels: list[int], blocks: list[int]) -> None:
+        """Build one fusion module per enabled point; arguments as in `Modulation`."""
+        super().__init__(channels, blocks)
+        # Keyed by point index; disabled points get no parameters.
+        self.points = nn.ModuleDict({str(i): self.make_point(c) for i, c in enumerate(channels) if self.blocks[i]})
+
+    @abstractmethod
+    def make_point(self, channels: int) -> nn.Module:
+        """The module mapping concat(c, s) (2C channels) to C channels at one point."""
+
+    def combine(self, i: int, c_pre: Tensor, s_pre: Tensor) -> Tensor:
+        """Module of point `i` on concat(c, s), (B, 2 C_i, H_i, W_i) -> (B, C_i, H_i, W_i)."""
+        return self.points[str(i)](torch.cat((c_pre, s_pre), dim=1))
+
+
+@register_modulation("dwseparable")
+class DWSeparable(_LearnedModulation):
+    """concat(c, s) -> depthwise 3x3 (pad 1) -> 1x1 to C -> BN -> ReLU."""
+
+    def make_point(self, channels: int) -> nn.Module:
+        """Depthwise-separable fusion for one point."""
+        return nn.Sequential(
+            nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, groups=2 * channels, bias=False),
+            nn.Conv2d(2 * channels, channels, 1, bias=False),  # BN follows: a bias would be redundant
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+@register_modulation("aggregate")
+class Aggregate(_LearnedModulation):
+    """concat(c, s) -> 3x3 conv (pad 1, unlike the authors' shrinking version) -> BN -> ReLU."""
+
+    def make_point(self, channels: int) -> nn.Module:
+        """Full 3x3 fusion for one point."""
+        return nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )

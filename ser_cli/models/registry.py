@@ -1,0 +1,115 @@
+"""Backbone registry and contract: classifier / saliency-encoder networks looked up by name.
+
+SER (Bellitto et al., NeurIPS 2024, section 3) uses one backbone architecture for both the classifier and the
+saliency encoder, and modulates the classifier at five points (stem and after each stage) with the saliency
+encoder's pre-ReLU features. `Backbone` is that contract: a network made of five blocks that each return a pre-ReLU
+tap, run block by block with a pluggable activation between blocks, then whole-map average pooling and a linear
+head. Architectures only build their blocks and register a factory with `@register_backbone("name")`, in the style
+of timm's model registry.
+"""
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ser_cli.runtime.errors import UserError
+
+Modulate = Callable[[int, Tensor], Tensor]
+
+
+class Backbone(nn.Module):
+    """Five pre-ReLU blocks, global average pooling over the whole map, linear head.
+
+    Subclasses set `blocks` (5 modules, each mapping its input to a PRE-ReLU output), `tap_channels` (the
+    channels of those outputs), `head` (Linear from `tap_channels[-1]`) and `num_classes`.
+    """
+
+    blocks: nn.ModuleList
+    tap_channels: list[int]
+    head: nn.Linear
+    num_classes: int
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The five pre-ReLU taps of the plain network (the saliency encoder's output).
+
+        Args:
+            x: Images, (B, 3, H, W).
+
+        Returns:
+            One tensor per block, (B, tap_channels[i], H_i, W_i); returned as computed, not cloned.
+        """
+        taps = [self.blocks[0](x)]
+        for block in self.blocks[1:]:
+            # Out-of-place ReLU: the taps must keep their negative values.
+            taps.append(block(F.relu(taps[-1])))
+        return taps
+
+    def embed(self, x: Tensor, modulate: Modulate | None = None) -> Tensor:
+        """Pooled features before the head.
+
+        Args:
+            x: Images, (B, 3, H, W).
+            modulate: `modulate(i, pre_i)` replaces `relu(pre_i)` as the output of block i; None for the plain net.
+
+        Returns:
+            (B, tap_channels[-1]) averages over the whole last map.
+        """
+        activate = modulate if modulate is not None else _relu_at
+        for i, block in enumerate(self.blocks):
+            x = activate(i, block(x))  # (B, C_i, H_i, W_i)
+        # Whole-map mean: the authors' avg_pool2d(kernel=H) saw only the left H columns of a non-square map.
+        return x.mean(dim=(2, 3))  # (B, C_4)
+
+    def forward(self, x: Tensor, modulate: Modulate | None = None) -> Tensor:
+        """Logits, (B, num_classes); `modulate` as in `embed`."""
+        return self.head(self.embed(x, modulate))
+
+
+def _relu_at(i: int, pre: Tensor) -> Tensor:
+    """The plain network's activation after block `i` (the index is unused)."""
+    return F.relu(pre)
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Register a backbone factory `factory(num_classes) -> Backbone` under `name`.
+
+    Args:
+        name: Registry key, used in `params.yaml` and on the command line.
+
+    Returns:
+        A decorator that records the factory and returns it unchanged.
+    """
+
+    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def backbone_names() -> list[str]:
+    """Names of the registered backbones, sorted."""
+    return sorted(BACKBONES)
+
+
+def build_backbone(name: str, num_classes: int) -> Backbone:
+    """Build the backbone registered as `name` with a `num_classes`-way linear head.
+
+    Args:
+        name: A registered backbone name.
+        num_classes: Width of the classification head.
+
+    Raises:
+        UserError: `name` is not registered or `num_classes` is not positive.
+    """
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(backbone_names())}")
+    if num_classes < 1:
+        raise UserError(f"num_classes must be >= 1, got {num_classes}")
+    return BACKBONES[name](num_classes=num_classes)
