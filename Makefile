@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine (Python 3.11):
+#   make demo   venv + install, then the whole pipeline on the built-in SynthSal benchmark (dvc repro)
+#   make test   venv + install, then the test suite
+# Both are idempotent: the venv is created and filled once (re-filled when pyproject.toml changes).
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTHON ?= python3
+# torch first, pinned, so that pyproject's ranges never make pip swap it (x86_64: CUDA build from this disk;
+# aarch64: CPU build).
+TORCH  := $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
+
+.PHONY: setup demo test lint bench
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# dvc needs a git repository: a checkout without one (a tarball) gets one here.
+demo: setup
+	@git rev-parse --git-dir >/dev/null 2>&1 || { git init -q && git add -A && \
+		git -c user.name=ser -c user.email=ser@localhost commit -qm "ser: initial commit"; }
+	@test -d .dvc || $(VENV)/bin/dvc init -q
+	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m benchmarks

@@ -1,0 +1,44 @@
+"""The `ser` application: the root command, its global options and the registration of every command."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from ser_cli import __version__
+from ser_cli.cli import data
+
+app = typer.Typer(
+    name="ser",
+    help="Saliency-driven Experience Replay: pretrain a saliency predictor, precompute maps, train continually, "
+    "evaluate accuracy, forgetting and robustness.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ser {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines on stderr.")] = False,
+) -> None:
+    """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
+    if quiet:
+        os.environ["SER_QUIET"] = "1"
+
+
+def main() -> None:
+    """Console-script entry point (`ser`, `python -m ser_cli`)."""
+    app(prog_name="ser")

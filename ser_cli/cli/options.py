@@ -1,0 +1,32 @@
+"""Options shared by every command, defined once as `Annotated` aliases, and the params they build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ser_cli.config import Params
+from ser_cli.config_loader import load_params
+
+ParamsOpt = Annotated[
+    Path | None,
+    typer.Option("--params", help="Parameters file (default: ./params.yaml when present, else built-in defaults)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one parameter, e.g. --set train.buffer_size=500 (repeatable)."),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage (overrides its section's seed).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def build_params(params: Path | None, overrides: list[str] | None, seed: int | None = None,
+                 seed_key: str | None = None) -> Params:
+    """Load and validate params; `--seed` becomes one more override of `seed_key`."""
+    extra = list(overrides or [])
+    if seed is not None and seed_key is not None:
+        extra.append(f"{seed_key}={seed}")
+    return load_params(params, extra)

@@ -1,0 +1,192 @@
+"""Typed configuration: pydantic models mirroring `params.yaml` section by section.
+
+Every stage reads its section from one validated `Params` object. Defaults live here and only here; `params.yaml`
+repeats them with comments for DVC. Unknown keys, wrong types and out-of-range values are rejected
+(`extra="forbid"`), and `--set section.key=value` overrides are merged *before* validation so they get exactly the
+same checks (see `ser_cli.config_loader`).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base of every section: strict about unknown keys, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SynthConfig(Section):
+    """SynthSal, the built-in benchmark (`ser data synth`)."""
+
+    height: int = Field(64, ge=16, le=1024, description="Image height in pixels (the paper's 3:4 aspect: 64x96).")
+    width: int = Field(96, ge=16, le=1024, description="Image width in pixels.")
+    n_classes: int = Field(20, ge=2, le=200, description="Number of object classes.")
+    train_per_class: int = Field(60, ge=1, description="Training images per class.")
+    test_per_class: int = Field(20, ge=1, description="Test images per class.")
+    seed: int = Field(0, ge=0, description="Generator seed; same parameters and seed give a byte-identical file.")
+    purpose: Literal["continual", "pretrain"] = Field(
+        "continual",
+        description="`continual`: the benchmark's classes. `pretrain`: a disjoint family of classes, used to "
+        "pretrain the saliency predictor on classes the continual learner never sees (as the paper does).",
+    )
+    spurious: bool = Field(
+        False, description="The paper's spurious-feature protocol: training images of class c brightened by 5(c+1)/255."
+    )
+    n_distractors: int = Field(4, ge=0, le=32, description="Class-independent distractor objects per image.")
+    object_scale: tuple[float, float] = Field(
+        (0.22, 0.38), description="Range of the object's size as a fraction of the shorter image side."
+    )
+    n_fixations: int = Field(24, ge=1, description="Fixation points per observer.")
+    n_observers: int = Field(2, ge=1, description="Independent observers per image (fixations are stored for all).")
+    fixation_on_object: float = Field(0.75, ge=0, le=1, description="Share of fixations on the class object.")
+    fixation_on_distractors: float = Field(0.15, ge=0, le=1, description="Share of fixations on distractors.")
+    blur_sigma: float = Field(
+        0.035, gt=0, le=0.5, description="Gaussian blur of the fixation density, as a fraction of the image width."
+    )
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> SynthConfig:
+        if self.fixation_on_object + self.fixation_on_distractors > 1:
+            raise ValueError("fixation_on_object + fixation_on_distractors must be <= 1 (the rest is centre bias)")
+        if not 0 < self.object_scale[0] <= self.object_scale[1] <= 1:
+            raise ValueError(f"object_scale must satisfy 0 < min <= max <= 1 (got {list(self.object_scale)})")
+        return self
+
+
+class DataConfig(Section):
+    """Datasets: the synthetic benchmark and the importers of real data."""
+
+    synth: SynthConfig = SynthConfig()
+    height: int = Field(288, ge=16, le=2048, description="Height imported images are resized to (paper: 288).")
+    width: int = Field(384, ge=16, le=2048, description="Width imported images are resized to (paper: 384).")
+    storage: Literal["raw", "encoded"] = Field(
+        "raw", description="`raw`: decoded uint8 pixels (fast to read). `encoded`: PNG bytes (small, decoded per read)."
+    )
+    workers: int = Field(2, ge=0, description="Worker processes for import and data loading (0 = in process).")
+
+
+class SaliencyConfig(Section):
+    """`ser pretrain-saliency`: the UNISAL-style saliency predictor (method.md section 3)."""
+
+    backbone: str = Field("resnet18_reduced", description="Encoder backbone; must match the classifier's for SER.")
+    n_gaussians: int = Field(0, ge=0, le=64, description="Learned Gaussian prior maps (UNISAL: 16; the paper: 0).")
+    epochs: int = Field(6, ge=1, description="Passes over the pretraining split.")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.05, gt=0, description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
+    encoder_lr_factor: float = Field(0.1, gt=0, le=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay_decoder: float = Field(1e-4, ge=0)
+    weight_decay_encoder: float = Field(1e-5, ge=0)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="Exponential decay of both learning rates per epoch.")
+    w_cc: float = Field(0.0, ge=0, description="Weight of the -CC term added to the KLD loss.")
+    w_nss: float = Field(0.0, ge=0, description="Weight of the -NSS term (needs fixation points).")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
+    seed: int = Field(0, ge=0)
+    init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU.")
+
+
+class PrecomputeConfig(Section):
+    """`ser precompute`: saliency targets for every image of the classification dataset."""
+
+    batch_size: int = Field(32, ge=1)
+    compression: Literal["none", "gzip", "lzf"] = Field("gzip", description="HDF5 filter for the maps.")
+    compression_level: int = Field(1, ge=0, le=9, description="gzip level (ignored otherwise).")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes reading the data file.")
+
+
+METHOD_ALIASES = {"derpp_ser": "derpp", "er_ace_ser": "er_ace", "er_ser": "er", "der_ser": "der"}
+
+
+class TrainConfig(Section):
+    """`ser train`: online class-incremental learning with a replay method, optionally with SER."""
+
+    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp (or derpp_ser, er_ace_ser, er_ser).")
+    ser: bool = Field(False, description="Add Saliency-driven Experience Replay to the method.")
+    backbone: str = Field("resnet18_reduced", description="Classifier backbone (resnet18 in the paper).")
+    n_tasks: int = Field(5, ge=1)
+    classes_per_task: int = Field(4, ge=1)
+    epochs: int = Field(1, ge=1, description="Passes over each task's stream (online: 1).")
+    batch_size: int = Field(8, ge=1, description="Stream batch size.")
+    minibatch_size: int = Field(8, ge=1, description="Replay draw size.")
+    buffer_size: int = Field(2000, ge=0, description="Replay buffer capacity in images.")
+    lr: float = Field(0.01, gt=0, description="Classifier SGD learning rate.")
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
+    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
+    seed: int = Field(0, ge=0)
+    saliency_checkpoint: str | None = Field(None, description="`model.pt` from `ser pretrain-saliency` (SER only).")
+    mnp: str = Field("multiply", description="Modulation: multiply, dwseparable, aggregate.")
+    mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
+    saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
+    sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU.")
+    checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_alias(cls, data: object) -> object:
+        # `derpp_ser` is `derpp` with the SER switch on.
+        if isinstance(data, dict) and data.get("method") in METHOD_ALIASES:
+            data = {**data, "method": METHOD_ALIASES[data["method"]], "ser": True}
+        return data
+
+    @field_validator("mnp_blocks")
+    @classmethod
+    def _five_flags(cls, v: list[int]) -> list[int]:
+        if len(v) != 5 or any(b not in (0, 1) for b in v):
+            raise ValueError(f"must be five 0/1 flags (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _buffer_fits_draw(self) -> TrainConfig:
+        if 0 < self.buffer_size < self.minibatch_size:
+            raise ValueError(f"buffer_size {self.buffer_size} is smaller than minibatch_size {self.minibatch_size}")
+        return self
+
+
+def _parse_epsilon(value: object) -> object:
+    """Accept `0.0078` or `"2/255"` (the notation papers use)."""
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"not a number or fraction like '2/255' (got {value!r})") from None
+    return value
+
+
+Epsilon = Annotated[float, BeforeValidator(_parse_epsilon), Field(ge=0, le=1)]
+
+
+class EvaluateConfig(Section):
+    """`ser evaluate`: continual-learning metrics, adversarial robustness, saliency quality."""
+
+    epsilons: list[Epsilon] = Field(
+        ["1/255", "2/255", "4/255", "8/255"],
+        description="L-inf attack budgets on the [0, 1] image scale; write them as floats or as 'k/255'.",
+    )
+    attacks: list[Literal["pgd", "fgsm"]] = Field(["pgd", "fgsm"])
+    pgd_steps: int = Field(10, ge=1)
+    pgd_step_factor: float = Field(0.25, gt=0, description="PGD step size as a fraction of epsilon.")
+    attack_images: int = Field(500, ge=1, description="Test images attacked (a fixed, class-stratified subset).")
+    batch_size: int = Field(64, ge=1)
+    class_il_logits: Literal["seen", "all"] = Field(
+        "seen", description="`seen`: argmax over classes seen so far; `all`: over every logit (the authors' code)."
+    )
+    seed: int = Field(0, ge=0)
+
+
+class Params(Section):
+    """The whole `params.yaml`."""
+
+    data: DataConfig = DataConfig()
+    saliency: SaliencyConfig = SaliencyConfig()
+    precompute: PrecomputeConfig = PrecomputeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()

@@ -1,0 +1,118 @@
+"""Load `params.yaml`, merge `--set section.key=value` overrides, validate, and explain errors in one line.
+
+Values given with `--set` are parsed as YAML (`0.02` is a float, `true` a bool, `[1,0,1,1,1]` a list), merged into
+the file's dict and then validated with the file, so an override gets exactly the checks a file entry gets. An
+error names where the bad value came from: `params.yaml: train.buffer_size: must be >= 0 (got -5)` or
+`--set train.buffer_size: ...`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ser_cli.config import Params
+from ser_cli.runtime.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Read `path` (default `./params.yaml` when present, else built-in defaults), apply overrides, validate."""
+    if path is None and DEFAULT_PARAMS.is_file():
+        path = DEFAULT_PARAMS
+    raw = _read_yaml(path) if path is not None else {}
+    overridden = set()
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+        overridden.add(key)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_explain(err, str(path) if path else "defaults", overridden)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of sections (data, saliency, precompute, train, evaluate)")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip() or "." not in key:
+        raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set train.buffer_size=500")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _explain(err: ValidationError, source: str, overridden: set[str]) -> str:
+    """One line: `SOURCE: dotted.key: message (got value)`, several errors joined by '; '."""
+    parts = []
+    for item in err.errors(include_url=False):
+        key = ".".join(str(p) for p in item["loc"])
+        from_set = any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in overridden)
+        parts.append(f"--set {key}: {_message(item)}" if from_set else f"{source}: {key}: {_message(item)}")
+    return "; ".join(parts)
+
+
+def _message(item: dict[str, Any]) -> str:
+    kind, ctx, got = item["type"], item.get("ctx", {}), item.get("input")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(v for k, v in ctx.items() if k in ("ge", "gt", "le", "lt")))
+        return f"must be {bounds[kind]} {limit} (got {got!r})"
+    if kind == "extra_forbidden":
+        return "unknown key" + _suggestion(item["loc"])
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')} (got {got!r})"
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{message} (got {got!r})" if kind != "value_error" else message
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    """'; did you mean X?' or the list of known keys, found by walking the model along `loc`."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+
+
+def params_to_yaml(params: Params) -> str:
+    """The resolved configuration as YAML, written next to every stage's outputs for provenance."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

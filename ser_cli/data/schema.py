@@ -1,0 +1,68 @@
+"""The HDF5 store, schema version 1: names, layout and the checks every reader runs on open.
+
+A *data file* (`kind = "ser-dataset"`) holds one group per split (`train`, `test`), each with:
+
+    images           uint8 (N, H, W, 3)   one chunk per image              (storage = "raw")
+    images_encoded   vlen uint8 (N,)      PNG bytes per image              (storage = "encoded")
+    labels           int64 (N,)
+    maps             uint8 (N, H, W)      optional ground-truth saliency, 255 = the image's maximum
+    fixations        int32 (M, 4)         optional fixation points: (row, observer, y, x), 0-based pixels
+    fixation_ptr     int64 (N + 1,)       fixations of row i are fixations[fixation_ptr[i]:fixation_ptr[i+1]]
+    done             bool (N,)            rows written so far (resumable writers)
+
+File attributes: `schema_version`, `kind`, `height`, `width`, `storage`, `class_names` (JSON list), `provenance`
+(JSON: generator parameters or source path, package version, creation time), `fingerprint` (sha256 of labels
+and pixels, set when complete), `complete`. A *maps file* (`kind = "ser-maps"`, written by `ser precompute`) has
+the same groups with only `maps`, plus `data_fingerprint` and `model_sha256`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+
+from ser_cli.runtime.errors import UserError
+
+SCHEMA_VERSION = 1
+DATASET_KIND = "ser-dataset"
+MAPS_KIND = "ser-maps"
+SPLITS = ("train", "test")
+
+
+def open_checked(path: Path, kind: str) -> h5py.File:
+    """Open `path` read-only after checking it is a complete `ser` file of `kind` with a readable schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"{path}: not an HDF5 file (expected a {kind} file written by `ser`)")
+    h5 = h5py.File(path, "r", locking=False)
+    try:
+        _check_attrs(h5, path, kind)
+    except UserError:
+        h5.close()
+        raise
+    return h5
+
+
+def _check_attrs(h5: h5py.File, path: Path, kind: str) -> None:
+    version = h5.attrs.get("schema_version")
+    if version is None:
+        raise UserError(f"{path}: no schema_version attribute; not a file written by `ser`")
+    if int(version) > SCHEMA_VERSION:
+        raise UserError(f"{path}: schema version {int(version)} is newer than this ser supports ({SCHEMA_VERSION}); "
+                        "upgrade ser")
+    if h5.attrs.get("kind") != kind:
+        raise UserError(f"{path}: is a {h5.attrs.get('kind')!r} file, expected {kind!r}")
+    if not h5.attrs.get("complete", False):
+        raise UserError(f"{path}: incomplete file (the writer did not finish); rerun the command that makes it")
+    for split in SPLITS:
+        if split not in h5:
+            raise UserError(f"{path}: missing required group '/{split}'")
+        required = ("maps",) if kind == MAPS_KIND else ("labels",)
+        for name in required:
+            if name not in h5[split]:
+                raise UserError(f"{path}: missing required dataset '/{split}/{name}'")
+        if kind == DATASET_KIND and "images" not in h5[split] and "images_encoded" not in h5[split]:
+            raise UserError(f"{path}: missing required dataset '/{split}/images'")

@@ -1,0 +1,1 @@
+"""Runtime helpers shared by every stage: errors, devices, seeding, atomic files, checkpoints."""

@@ -1,0 +1,39 @@
+"""Device and precision choice: `--device auto|cpu|cuda|cuda:N`, bf16 autocast on CUDA, fp32 on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+
+from ser_cli.runtime.errors import UserError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA on a machine without it is a usage error."""
+    if not DEVICE_PATTERN.match(name):
+        raise UserError(f"--device: must be auto, cpu, cuda or cuda:N (got {name!r})")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast for `bf16`, or for `auto` on CUDA; never on CPU with `auto`."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context for this precision and device (a no-op context for fp32)."""
+    if use_bf16(precision, device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
