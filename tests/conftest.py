@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny SynthSal files built once per test session (CPU, a few seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ser_cli.config import SynthConfig
+
+
+def make_synth(path: Path, **overrides) -> Path:
+    """Write a SynthSal file with small defaults (32x48, 4 classes) and return its path."""
+    from stages import synth
+
+    base = dict(height=32, width=48, n_classes=4, train_per_class=6, test_per_class=3, seed=0)
+    return synth.run(SynthConfig(**{**base, **overrides}), path)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-class, 32x48 SynthSal file (24 train / 12 test images) with maps and fixations."""
+    return make_synth(tmp_path_factory.mktemp("synth") / "tiny.h5")
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_pretrain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The disjoint-class pretraining family at the same tiny size."""
+    return make_synth(tmp_path_factory.mktemp("synth") / "tiny_pretrain.h5", purpose="pretrain")
