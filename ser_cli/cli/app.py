@@ -19,6 +19,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+# Each further command module registers itself here with one line, e.g.
+# app.command("pretrain-saliency")(pretrain.pretrain_saliency)
 
 
 def _show_version(value: bool) -> None:

@@ -1,0 +1,59 @@
+"""Saliency-predictor checkpoints (`model.pt` of `ser pretrain-saliency`): weights plus what rebuilds the network.
+
+Format 1 is a dict: `kind = "ser-saliency"`, `format_version`, `config` (`SaliencyNet.config()`), `state_dict`,
+`data_fingerprint` (the data file it was trained on) and free-form `meta` (params, metrics). Loading checks the
+kind and rebuilds the network from `config`, so a checkpoint of another architecture is caught by name, not by a
+shape error deep in `load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.errors import UserError
+
+KIND = "ser-saliency"
+FORMAT_VERSION = 1
+
+
+def save_saliency_checkpoint(path: Path, net: SaliencyNet, data_fingerprint: str, meta: dict[str, Any]) -> None:
+    """Write atomically (temporary name, then rename)."""
+    payload = {"kind": KIND, "format_version": FORMAT_VERSION, "config": net.config(),
+               "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+               "data_fingerprint": data_fingerprint, "meta": meta}
+    tmp = Path(f"{path}.partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_saliency_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[SaliencyNet, dict[str, Any]]:
+    """Rebuild the network from `path`; returns it (eval mode) and the whole payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: saliency checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != KIND:
+        raise UserError(f"{path}: not a saliency checkpoint written by `ser pretrain-saliency`")
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format {payload['format_version']} is newer than this ser supports")
+    net = SaliencyNet(**payload["config"])
+    net.load_state_dict(payload["state_dict"])
+    return net.to(device).eval(), payload
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (recorded in outputs derived from a checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
