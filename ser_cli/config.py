@@ -14,6 +14,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
+
+
 class Section(BaseModel):
     """Base of every section: strict about unknown keys, immutable once validated."""
 
@@ -25,7 +29,7 @@ class SynthConfig(Section):
 
     height: int = Field(64, ge=16, le=1024, description="Image height in pixels (the paper's 3:4 aspect: 64x96).")
     width: int = Field(96, ge=16, le=1024, description="Image width in pixels.")
-    n_classes: int = Field(20, ge=2, le=200, description="Number of object classes.")
+    n_classes: int = Field(20, ge=2, le=120, description="Number of object classes (at most 120 per family).")
     train_per_class: int = Field(60, ge=1, description="Training images per class.")
     test_per_class: int = Field(20, ge=1, description="Test images per class.")
     seed: int = Field(0, ge=0, description="Generator seed; same parameters and seed give a byte-identical file.")
@@ -88,7 +92,7 @@ class SaliencyConfig(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 class PrecomputeConfig(Section):
@@ -126,7 +130,7 @@ class TrainConfig(Section):
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
 
     @model_validator(mode="before")

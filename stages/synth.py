@@ -45,12 +45,12 @@ def _write_split(writer: StoreWriter, gen: SynthSal, split: str, bar) -> None:
     all_points, counts = [], []
     for start in range(0, len(labels), BLOCK):
         rows = np.arange(start, min(start + BLOCK, len(labels)))
-        samples = [gen.sample(split, int(r), int(labels[r])) for r in rows]
-        images, maps, fixes = (np.stack(x) if i < 2 else list(x) for i, x in enumerate(zip(*samples, strict=True)))
+        samples = [gen.draw(split, int(r), int(labels[r])) for r in rows]
+        images, maps = np.stack([s.image for s in samples]), np.stack([s.saliency for s in samples])
         writer.write_rows(split, rows, images, labels[rows], maps)
-        for r, f in zip(rows, fixes, strict=True):
-            all_points.append(np.column_stack([np.full(len(f), r, np.int32), f]))
-            counts.append(len(f))
+        for r, s in zip(rows, samples, strict=True):
+            all_points.append(np.column_stack([np.full(len(s.fixations), r, np.int32), s.fixations]))
+            counts.append(len(s.fixations))
         bar.advance(task, len(rows))
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     writer.write_fixations(split, np.concatenate(all_points), ptr)

@@ -84,7 +84,7 @@ def read_image(group: h5py.Group, row: int) -> np.ndarray:
         return group["images"][row]
     from PIL import Image
 
-    return np.asarray(Image.open(io.BytesIO(group["images_encoded"][row].tobytes())).convert("RGB"))
+    return np.array(Image.open(io.BytesIO(group["images_encoded"][row].tobytes())).convert("RGB"))
 
 
 def fixations_of(group: h5py.Group, row: int) -> np.ndarray:

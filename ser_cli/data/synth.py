@@ -103,6 +103,17 @@ class Placed:
     center: tuple[float, float]  # (y, x) pixels
 
 
+@dataclass
+class SynthSample:
+    """One rendered image and its ground truth."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    saliency: np.ndarray  # (H, W) uint8, 255 = maximum
+    fixations: np.ndarray  # (K, 3) int32: observer, y, x
+    target: Placed  # the class object
+    distractors: list[Placed]
+
+
 class SynthSal:
     """Generator of SynthSal images, labels and fixations for one configuration."""
 
@@ -115,8 +126,8 @@ class SynthSal:
         """The image's own generator: a function of (seed, split, row) only."""
         return np.random.default_rng([self.cfg.seed, 0 if split == "train" else 1, row])
 
-    def sample(self, split: str, row: int, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image (H, W, 3) uint8, ground-truth map (H, W) uint8 and fixations (K, 3) int32 (observer, y, x)."""
+    def draw(self, split: str, row: int, label: int) -> SynthSample:
+        """Render one image with its objects, fixations and ground-truth map."""
         rng = self.rng(split, row)
         image = self._background(rng)
         distractors = [self._draw(image, rng, self._random_look(rng), scale=0.75)
@@ -125,10 +136,11 @@ class SynthSal:
         target = self._draw(image, rng, (cls.shape, cls.texture, self._palette_colours(cls.palette, rng)), scale=1.0)
         # the class object is drawn last: it is never occluded, distractors may be.
         distractors = [Placed(d.mask & ~target.mask, d.center) for d in distractors]
-        fixations = self._fixations(rng, target, distractors)
+        fixations = self.fixations(rng, target, distractors)
+        pixels = np.round(image).astype(np.uint8)  # (H, W, 3)
         if self.cfg.spurious and split == "train":
-            image = np.clip(image.astype(np.int16) + 5 * (label + 1), 0, 255).astype(np.uint8)
-        return image, fixation_map(fixations, self.cfg), fixations
+            pixels = brighten(pixels, label)
+        return SynthSample(pixels, fixation_map(fixations, self.cfg), fixations, target, distractors)
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self.cfg.height, self.cfg.width
@@ -165,7 +177,7 @@ class SynthSal:
         image[mask & pattern] = secondary
         return Placed(mask, (cy, cx))
 
-    def _fixations(self, rng: np.random.Generator, target: Placed, distractors: list[Placed]) -> np.ndarray:
+    def fixations(self, rng: np.random.Generator, target: Placed, distractors: list[Placed]) -> np.ndarray:
         """Per observer: a multinomial split of fixations between object, distractors and centre bias."""
         cfg = self.cfg
         shares = [cfg.fixation_on_object, cfg.fixation_on_distractors if distractors else 0.0]
@@ -184,6 +196,11 @@ class SynthSal:
             xs = np.clip(np.round(xs), 0, cfg.width - 1)
             points.append(np.stack([np.full_like(ys, observer), ys, xs], axis=1))
         return np.concatenate(points).astype(np.int32)
+
+
+def brighten(image: np.ndarray, label: int) -> np.ndarray:
+    """The paper's spurious feature: class c brightened by 5(c+1) on the 0..255 scale, clipped."""
+    return np.clip(image.astype(np.int16) + 5 * (label + 1), 0, 255).astype(np.uint8)
 
 
 def _points_in(mask: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,114 @@
+"""The HDF5 store: atomic writes, schema checks with one-line errors, lazy per-worker reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.store import DataFile
+from ser_cli.data.writer import StoreWriter, partial_path
+from ser_cli.runtime.errors import UserError
+
+
+def _write(path: Path, storage: str = "raw", finalize: bool = True) -> StoreWriter:
+    rng = np.random.default_rng(0)
+    w = StoreWriter(path, height=8, width=12, class_names=["a", "b"], provenance={"source": "test"}, storage=storage)
+    for split, n in (("train", 6), ("test", 4)):
+        w.create_split(split, n, with_maps=True)
+        images = rng.integers(0, 256, (n, 8, 12, 3), dtype=np.uint8)
+        maps = rng.integers(1, 256, (n, 8, 12), dtype=np.uint8)
+        w.write_rows(split, np.arange(n), images, np.arange(n) % 2, maps)
+    if finalize:
+        w.finalize()
+    return w
+
+
+def test_final_name_appears_only_when_complete(tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    w = _write(out, finalize=False)
+    assert not out.exists() and partial_path(out).exists()
+    w.finalize()
+    assert out.exists() and not partial_path(out).exists()
+    info = DataFile(out).info()
+    assert info["splits"]["train"]["images"] == 6 and info["splits"]["test"]["per_class"] == [2, 2]
+    assert info["provenance"]["source"] == "test"
+
+
+def test_raw_and_encoded_storage_read_the_same_pixels(tmp_path: Path) -> None:
+    raw, enc = _write(tmp_path / "raw.h5").path, _write(tmp_path / "enc.h5", storage="encoded").path
+    a, b = SplitDataset(raw, "train"), SplitDataset(enc, "train")
+    for i in range(len(a)):
+        assert torch.equal(a[i][0], b[i][0])
+
+
+def test_dataset_items_and_map_normalisation(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.h5").path
+    ds = SplitDataset(path, "test")
+    image, target, label, row = ds[3]
+    with h5py.File(path, "r", locking=False) as h5:  # the dataset holds an unlocked handle in this process
+        assert torch.equal(image, torch.from_numpy(h5["test/images"][3]).permute(2, 0, 1))
+        expected = h5["test/maps"][3].astype(np.float32)
+    assert torch.allclose(target, torch.from_numpy(expected / expected.sum()))
+    assert (int(label), int(row)) == (1, 3)
+
+
+def test_dataloader_workers_open_their_own_handles(tiny_synth: Path) -> None:
+    ds = SplitDataset(tiny_synth, "train", with_fixations=True)
+    serial = [b[2] for b in DataLoader(ds, batch_size=5)]
+    parallel = [b[2] for b in DataLoader(ds, batch_size=5, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    *_, mask = ds[0]
+    assert mask.dtype == torch.bool and mask.any()
+
+
+def test_not_hdf5_is_a_user_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x.h5"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match=r"x.h5: not an HDF5 file"):
+        DataFile(bad)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.h5").path
+    with h5py.File(path, "a") as h5:
+        h5.attrs["schema_version"] = 99
+    with pytest.raises(UserError, match="schema version 99 is newer"):
+        DataFile(path)
+
+
+def test_missing_dataset_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.h5").path
+    with h5py.File(path, "a") as h5:
+        del h5["test/labels"]
+    with pytest.raises(UserError, match=r"missing required dataset '/test/labels'"):
+        DataFile(path)
+
+
+def test_resume_keeps_done_rows(tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    w = StoreWriter(out, height=4, width=4, class_names=["a"], provenance={})
+    w.create_split("train", 4)
+    w.write_rows("train", np.array([0, 1]), np.full((2, 4, 4, 3), 7, np.uint8), np.zeros(2, np.int64))
+    w.close()
+    again = StoreWriter(out, height=4, width=4, class_names=["a"], provenance={}, resume=True)
+    again.create_split("train", 4)
+    assert again.todo("train").tolist() == [2, 3]
+    assert again.h5["train/images"][1].max() == 7
+    again.close()
+    fresh = StoreWriter(out, height=4, width=4, class_names=["a"], provenance={}, resume=False)
+    fresh.create_split("train", 4)
+    assert fresh.todo("train").tolist() == [0, 1, 2, 3]
+    fresh.close()
+
+
+def test_provenance_is_json(tiny_synth: Path) -> None:
+    with h5py.File(tiny_synth) as h5:
+        prov = json.loads(h5.attrs["provenance"])
+    assert prov["generator"] == "synthsal" and prov["params"]["n_classes"] == 4
