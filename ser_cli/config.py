@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
 
