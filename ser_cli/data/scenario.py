@@ -1,0 +1,76 @@
+"""The class-incremental scenario: a data file (+ maps file) split into tasks by label order.
+
+Task t holds the classes `[t * classes_per_task, (t + 1) * classes_per_task)`, the split the paper uses
+(label // classes_per_task). Each task's training images are streamed once per epoch in an order that depends only
+on (seed, task, epoch), so a resumed run can rebuild the same stream and skip the batches it has consumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.store import DataFile
+from ser_cli.runtime.errors import UserError
+
+
+class ClassIncrementalScenario:
+    """Tasks of `classes_per_task` classes over the train and test splits of `data_path`.
+
+    Args:
+        maps_path: the saliency targets (`ser precompute`); `None` uses the data file's own maps, if any.
+        workers: DataLoader worker processes.
+    """
+
+    def __init__(self, data_path: Path | str, maps_path: Path | str | None, n_tasks: int, classes_per_task: int,
+                 batch_size: int, seed: int, workers: int = 0, eval_batch_size: int = 64) -> None:
+        self.data = DataFile(data_path)
+        if n_tasks * classes_per_task != self.data.n_classes:
+            raise UserError(f"{self.data.path}: has {self.data.n_classes} classes, but train.n_tasks x "
+                            f"train.classes_per_task = {n_tasks} x {classes_per_task} = {n_tasks * classes_per_task}")
+        self.maps_path = Path(maps_path) if maps_path else None
+        self.n_tasks, self.classes_per_task = n_tasks, classes_per_task
+        self.batch_size, self.eval_batch_size, self.seed, self.workers = batch_size, eval_batch_size, seed, workers
+        self._train_labels, self._test_labels = self.data.labels("train"), self.data.labels("test")
+
+    @property
+    def n_classes(self) -> int:
+        return self.n_tasks * self.classes_per_task
+
+    def task_classes(self, task: int) -> range:
+        """Labels of task `task`."""
+        return range(task * self.classes_per_task, (task + 1) * self.classes_per_task)
+
+    def task_rows(self, task: int, split: str) -> np.ndarray:
+        """Rows of `split` whose label belongs to `task`, in file order."""
+        labels = self._train_labels if split == "train" else self._test_labels
+        return np.flatnonzero(labels // self.classes_per_task == task)
+
+    def stream_order(self, tasks: list[int], epoch: int) -> np.ndarray:
+        """The shuffled training rows of `tasks` for one epoch: a function of (seed, tasks, epoch) only."""
+        rows = np.concatenate([self.task_rows(t, "train") for t in tasks])
+        rng = np.random.default_rng([self.seed, *tasks, epoch])
+        return rows[rng.permutation(len(rows))]
+
+    def n_batches(self, tasks: list[int]) -> int:
+        """Stream batches per epoch over `tasks`."""
+        n = sum(len(self.task_rows(t, "train")) for t in tasks)
+        return -(-n // self.batch_size)
+
+    def train_loader(self, tasks: list[int], epoch: int = 0, start_batch: int = 0) -> DataLoader:
+        """Stream batches of `tasks` (one task online; all tasks for `joint`), from batch `start_batch` on."""
+        rows = self.stream_order(tasks, epoch)[start_batch * self.batch_size:]
+        return self._loader(SplitDataset(self.data.path, "train", rows, self.maps_path), self.batch_size)
+
+    def test_loader(self, task: int) -> DataLoader:
+        """Test batches of one task, in file order."""
+        rows = self.task_rows(task, "test")
+        return self._loader(SplitDataset(self.data.path, "test", rows, self.maps_path), self.eval_batch_size)
+
+    def _loader(self, dataset: SplitDataset, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.workers,
+                          persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
