@@ -1,0 +1,186 @@
+"""The network a continual-learning method trains: a classifier, plus the SER branch and modulation when SER is on.
+
+Methods are written once and stay SER-agnostic: they call `learner.logits(x, role)` with role `"stream"` for the
+current stream batch and `"replay"` for buffer images (`"eval"` for test images). Without SER both roles are the
+plain classifier. With SER (Bellitto et al., NeurIPS 2024, method.md section 4) the loop first runs
+`saliency_step` on the stream batch, which trains the saliency branch and keeps its (pre-update, detached) encoder
+taps; `"stream"` then modulates the classifier with those taps, and `"replay"` / `"eval"` with taps of the branch in
+eval mode without gradients. At each enabled point the modulation replaces the classifier's ReLU(c_i) by, for
+`multiply`, ReLU(c_i * s_i).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ser_cli.continual.normalize import Normalizer
+from ser_cli.continual.ser import SaliencyBranch
+from ser_cli.continual.settings import TrainSettings
+from ser_cli.models.modulation import Modulation, build_modulation
+from ser_cli.models.registry import Backbone, build_backbone
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.device import autocast, use_bf16
+from ser_cli.runtime.errors import UserError
+
+Role = Literal["stream", "replay", "eval"]
+
+
+class Learner:
+    """Classifier (+ optional saliency branch and modulation) on one device."""
+
+    def __init__(
+        self,
+        classifier: Backbone,
+        normalizer: Normalizer,
+        saliency: SaliencyBranch | None = None,
+        modulation: Modulation | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        """Assemble the learner.
+
+        Args:
+            classifier: The classification backbone with its head.
+            normalizer: Maps uint8 images to the networks' input.
+            saliency: The SER branch, or None for the plain method.
+            modulation: How saliency taps modulate the classifier; required iff `saliency` is given.
+            autocast: Context factory for forward passes (bf16 autocast on CUDA, or a no-op).
+        """
+        if (saliency is None) != (modulation is None):
+            raise ValueError("SER needs both a saliency branch and a modulation; the plain learner neither")
+        self.classifier = classifier
+        self.normalize = normalizer
+        self.saliency = saliency
+        self.modulation = modulation
+        self.autocast = autocast
+        self._stream: tuple[Tensor, list[Tensor]] | None = None  # (stream input, its saliency taps)
+
+    @property
+    def ser(self) -> bool:
+        """Whether the saliency branch is on."""
+        return self.saliency is not None
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules the classifier optimiser updates: the classifier and, with SER, the modulation."""
+        return [self.classifier] if self.modulation is None else [self.classifier, self.modulation]
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Parameters of the classifier optimiser (MNP parameters included; never the saliency net's)."""
+        return [p for m in self.trainable_modules() for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> None:
+        """Train or eval mode for the classifier and modulation (the saliency branch manages its own mode)."""
+        for module in self.trainable_modules():
+            module.train(mode)
+
+    def saliency_step(self, x: Tensor, maps: Tensor) -> dict[str, Tensor]:
+        """Step 1 of a training step: train the saliency branch on the stream batch and keep its taps for `x`.
+
+        Args:
+            x: Normalised stream images, (B, 3, H, W).
+            maps: Target saliency maps, (B, H, W).
+
+        Returns:
+            {"saliency_kld": loss} with SER, {} without.
+        """
+        if self.saliency is None:
+            return {}
+        taps, loss = self.saliency.stream_step(x, maps)
+        self._stream = (x, taps)
+        return {"saliency_kld": loss}
+
+    def end_step(self) -> None:
+        """Forget the stream batch's taps (frees their memory before the next step)."""
+        self._stream = None
+
+    def logits(self, x: Tensor, role: Role) -> Tensor:
+        """Class scores for normalised images.
+
+        Args:
+            x: Normalised images, (B, 3, H, W).
+            role: "stream" for the batch given to `saliency_step`, "replay" for buffer images, "eval" for tests.
+
+        Returns:
+            (B, n_classes) logits.
+        """
+        if self.saliency is None:
+            return self.classifier(x)
+        return self.classifier(x, modulate=self._modulate(self._taps(x, role)))
+
+    def _taps(self, x: Tensor, role: Role) -> list[Tensor]:
+        if role != "stream":
+            return self.saliency.features(x)
+        if self._stream is None or self._stream[0] is not x:
+            raise RuntimeError("role='stream' needs the batch passed to saliency_step in this step")
+        return self._stream[1]
+
+    def _modulate(self, taps: list[Tensor]) -> Callable[[int, Tensor], Tensor]:
+        def modulate(i: int, c_pre: Tensor) -> Tensor:
+            return self.modulation(i, c_pre, taps[i])
+
+        return modulate
+
+    @torch.no_grad()
+    def predict_saliency(self, x: Tensor) -> Tensor:
+        """The saliency branch's maps for normalised images, (B, H, W); needs SER."""
+        if self.saliency is None:
+            raise RuntimeError("predict_saliency needs SER")
+        return self.saliency.predict(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights of every network (and the saliency optimiser)."""
+        state: dict[str, Any] = {"classifier": self.classifier.state_dict()}
+        if self.modulation is not None:
+            state["modulation"] = self.modulation.state_dict()
+            state["saliency"] = self.saliency.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()` of a learner with the same networks."""
+        if ("saliency" in state) != self.ser:
+            raise ValueError("checkpoint and learner disagree on SER")
+        self.classifier.load_state_dict(state["classifier"])
+        if self.modulation is not None:
+            self.modulation.load_state_dict(state["modulation"])
+            self.saliency.load_state_dict(state["saliency"])
+
+
+def build_learner(
+    settings: TrainSettings, device: torch.device | str, saliency_net: SaliencyNet | None = None
+) -> Learner:
+    """The classifier for `settings.n_classes` classes, plus the SER branch and modulation when `settings.ser`.
+
+    Args:
+        settings: Backbone, SER switch, modulation, saliency lr and freezing, precision.
+        device: Training device.
+        saliency_net: The pretrained saliency network for SER; None builds an untrained one (tests, ablations).
+
+    Raises:
+        UserError: the saliency network's encoder does not have the classifier's tap widths, or a bad
+            backbone / modulation / precision name.
+    """
+    device = torch.device(device)
+    bf16 = use_bf16(settings.precision, device)
+    # channels_last only pays off with cuDNN; on CPU it would just change the kernels the tests compare.
+    memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
+    classifier = build_backbone(settings.backbone, settings.n_classes).to(device, memory_format=memory_format)
+    learner_autocast = functools.partial(autocast, settings.precision, device)
+    normalizer = Normalizer(device, memory_format)
+    if not settings.ser:
+        return Learner(classifier, normalizer, autocast=learner_autocast)
+    net = saliency_net if saliency_net is not None else SaliencyNet(settings.backbone)
+    if list(net.encoder.tap_channels) != list(classifier.tap_channels):
+        raise UserError(
+            f"saliency network taps {net.encoder.tap_channels} do not match the classifier's "
+            f"{classifier.tap_channels}: pretrain the saliency net on train.backbone={settings.backbone!r}"
+        )
+    net = net.to(device, memory_format=memory_format)
+    modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks))
+    modulation = modulation.to(device, memory_format=memory_format)
+    branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast)
+    return Learner(classifier, normalizer, branch, modulation, learner_autocast)

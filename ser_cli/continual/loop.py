@@ -1,0 +1,372 @@
+"""The continual-training loop: tasks in sequence, named hooks, evaluation after each task, exact resume.
+
+Skeleton (Avalanche-style hooks; SER, Bellitto et al., NeurIPS 2024, method.md sections 4-5):
+
+    for each task t:        method.before_task(t)
+        for each epoch:     for each batch: method.observe(batch)    # saliency step, classifier step, buffer add
+                            (checkpoint every `checkpoint_every` steps)
+        method.after_task(t)
+        evaluate on the test sets of tasks 0..t  -> row t of the class-IL / task-IL (/ saliency) matrices
+        checkpoint
+
+The `joint` method replaces the task sequence by one phase over all tasks' data (see `methods/joint.py`).
+The loop prints nothing: it reports through the optional `progress(event)` callback and hands its whole state to
+the optional `checkpoint(state)` callback. `state_dict()` holds both networks, both optimisers, the buffer with its
+counters and generator, the python / numpy / torch RNG states, the position in the stream and the matrices so far;
+a run restored with `load_state_dict()` continues bit-exactly (on CPU) as if never interrupted. The order of each
+task's batches depends only on (seed, task, epoch), and data loading is kept from touching the training RNGs, so a
+resumed run rebuilds the loader and skips the batches already consumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ser_cli.continual.evaluation import SALIENCY_METRICS, evaluate_task
+from ser_cli.continual.learner import Learner, build_learner
+from ser_cli.continual.methods import Method, StreamBatch, build_method, method_class
+from ser_cli.continual.seeds import DATA_ORDER, JOINT_ORDER, derive_seed
+from ser_cli.continual.settings import TrainSettings
+from ser_cli.continual.stream import Batch, TaskStream
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.errors import RunFailure, UserError
+from ser_cli.runtime.seeding import seed_everything
+
+STATE_FORMAT = "ser-continual-state"
+STATE_VERSION = 1
+# Settings that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = ("checkpoint_every",)
+
+
+@dataclass
+class Phase:
+    """One training phase: a task (or, for `joint`, all tasks), and the matrix row it fills.
+
+    Attributes:
+        task: Task id passed to the hooks and stored with buffer samples.
+        row: Row of the accuracy matrices filled after the phase; tasks 0..row are evaluated.
+        joint: Whether the phase reads the union of all tasks.
+    """
+
+    task: int
+    row: int
+    joint: bool = False
+
+
+@dataclass
+class Position:
+    """Where the run is: phase index, epoch within it, batches consumed in that epoch, optimisation steps so far."""
+
+    phase: int = 0
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclass
+class ProgressEvent:
+    """What the loop reports to the progress callback.
+
+    Attributes:
+        kind: "step" after each training step, "task_end" after each task's evaluation.
+        task: Current task.
+        epoch: Current epoch within the task.
+        batch: Batches consumed in this epoch (step events).
+        step: Optimisation steps since the start of the run.
+        losses: The step's losses (step events).
+        class_il: Row of class-IL accuracies just filled (task_end events).
+        task_il: Row of task-IL accuracies just filled (task_end events).
+    """
+
+    kind: Literal["step", "task_end"]
+    task: int
+    epoch: int
+    batch: int
+    step: int
+    losses: dict[str, float] = field(default_factory=dict)
+    class_il: list[float] = field(default_factory=list)
+    task_il: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ContinualResult:
+    """Outcome of a run.
+
+    Attributes:
+        class_il: T x T class-IL accuracies in percent, R[t][k] after training task t on task k; NaN if unseen.
+        task_il: T x T task-IL accuracies in percent.
+        saliency: With SER, {"kld", "cc", "sim"} -> T x T scores of the saliency branch on the test maps.
+        class_il_logits: "seen" or "all": which logits the class-IL argmax ran over.
+        steps: Optimisation steps taken.
+        buffer_nbytes: Device memory of the replay buffer in bytes (0 without a buffer).
+    """
+
+    class_il: list[list[float]]
+    task_il: list[list[float]]
+    saliency: dict[str, list[list[float]]]
+    class_il_logits: str
+    steps: int
+    buffer_nbytes: int
+
+
+class ContinualTrainer:
+    """Trains one learner with one method over a task stream."""
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        stream: TaskStream,
+        device: torch.device | str = "cpu",
+        saliency_net: SaliencyNet | None = None,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Seed everything from `settings.seed`, then build the networks, the method and its buffer.
+
+        Args:
+            settings: The run's hyperparameters.
+            stream: The tasks' data (`TaskStream`).
+            device: Training device.
+            saliency_net: Pretrained saliency network for SER (None: an untrained one).
+            progress: Called with a `ProgressEvent` after each step and each task.
+            checkpoint: Called with `state_dict()` every `checkpoint_every` steps and after each task. The dict
+                shares storage with the live networks: serialise it (e.g. `torch.save`) before returning.
+
+        Raises:
+            UserError: the stream does not match `settings`, or an invalid name / combination in `settings`.
+        """
+        _check_stream(settings, stream)
+        self.settings, self.stream = settings, stream
+        self.progress, self.checkpoint = progress, checkpoint
+        seed_everything(settings.seed)
+        self.learner: Learner = build_learner(settings, device, saliency_net)
+        self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
+        self.phases = _phases(method_class(settings.method).schedule, settings.n_tasks)
+        self.position = Position()
+        nan_matrix = [[math.nan] * settings.n_tasks for _ in range(settings.n_tasks)]
+        self.matrices: dict[str, list[list[float]]] = {"class_il": nan_matrix, "task_il": _copy(nan_matrix)}
+        if self.learner.ser:
+            self.matrices.update({f"saliency_{m}": _copy(nan_matrix) for m in SALIENCY_METRICS})
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def run(self) -> ContinualResult:
+        """Train (from the current position, so also after `load_state_dict`) to the end of the stream.
+
+        Raises:
+            RunFailure: a loss became NaN or infinite; the message names the step and the loss.
+        """
+        while self.position.phase < len(self.phases):
+            self._run_phase(self.phases[self.position.phase])
+        return self.result()
+
+    def _run_phase(self, phase: Phase) -> None:
+        pos = self.position
+        if pos.epoch == 0 and pos.batch == 0:
+            self.method.before_task(phase.task)
+        self.learner.train(True)
+        while pos.epoch < self.settings.epochs:
+            for batch in self._train_batches(phase, pos.epoch, skip=pos.batch):
+                losses = self._step(batch, phase)
+                self._report(ProgressEvent("step", phase.task, pos.epoch, pos.batch, pos.step, losses))
+                if self.settings.checkpoint_every and pos.step % self.settings.checkpoint_every == 0:
+                    self._checkpoint()
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+        self.method.after_task(phase.task)
+        self._evaluate(phase.row)
+        pos.phase, pos.epoch, pos.batch = pos.phase + 1, 0, 0
+        row = phase.row
+        self._report(
+            ProgressEvent("task_end", phase.task, self.settings.epochs - 1, 0, pos.step, {},
+                          self.matrices["class_il"][row], self.matrices["task_il"][row])
+        )
+        self._checkpoint()
+
+    def _step(self, batch: Batch, phase: Phase) -> dict[str, float]:
+        images, maps, labels, _ = batch
+        device = self.learner.normalize.device
+        maps = maps.to(device, torch.float32) if self.learner.ser else maps
+        losses = self.method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
+        self.position.batch += 1
+        self.position.step += 1
+        # One host synchronisation per step, for the NaN check and the progress report together.
+        values = dict(zip(losses, torch.stack([v.float() for v in losses.values()]).tolist(), strict=True))
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if bad:
+            pos = self.position
+            raise RunFailure(
+                f"non-finite loss {bad[0]}={values[bad[0]]} at step {pos.step} (task {phase.task}, epoch {pos.epoch}, "
+                f"batch {pos.batch}); the last checkpoint written before this step is the last good state"
+            )
+        return values
+
+    def _train_batches(self, phase: Phase, epoch: int, skip: int) -> Iterator[Batch]:
+        if phase.joint:
+            loader = self.stream.joint_train_loader(derive_seed(self.settings.seed, JOINT_ORDER, epoch))
+        else:
+            loader = self.stream.train_loader(phase.task, derive_seed(self.settings.seed, DATA_ORDER, phase.task, epoch))
+        batches = _isolated(loader)
+        for _ in range(skip):  # already consumed before the checkpoint this run resumed from
+            next(batches, None)
+        return batches
+
+    def _evaluate(self, row: int) -> None:
+        allowed = None
+        if self.settings.class_il_logits == "seen":
+            seen = [c for task in range(row + 1) for c in self.stream.task_classes(task)]
+            allowed = torch.zeros(self.settings.n_classes, dtype=torch.bool, device=self.learner.normalize.device)
+            allowed[seen] = True
+        self.learner.train(False)
+        for task in range(row + 1):
+            scores = evaluate_task(
+                self.learner, _isolated(self.stream.test_loader(task)), self.stream.task_classes(task), allowed
+            )
+            self.matrices["class_il"][row][task] = scores.class_il
+            self.matrices["task_il"][row][task] = scores.task_il
+            for metric, value in scores.saliency.items():
+                self.matrices[f"saliency_{metric}"][row][task] = value
+        self.learner.train(True)
+
+    def _report(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def _checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(self.state_dict())
+
+    def result(self) -> ContinualResult:
+        """The matrices so far, the step count and the buffer size."""
+        saliency = {m: _copy(self.matrices[f"saliency_{m}"]) for m in SALIENCY_METRICS if self.learner.ser}
+        buffer = self.method.buffer
+        return ContinualResult(
+            class_il=_copy(self.matrices["class_il"]),
+            task_il=_copy(self.matrices["task_il"]),
+            saliency=saliency,
+            class_il_logits=self.settings.class_il_logits,
+            steps=self.position.step,
+            buffer_nbytes=buffer.nbytes if buffer is not None else 0,
+        )
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (tensors shared with the live objects)."""
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "settings": self.settings.to_dict(),
+            "position": asdict(self.position),
+            "learner": self.learner.state_dict(),
+            "method": self.method.state_dict(),
+            "matrices": _copy(self.matrices),
+            "rng": _capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()` of a run with the same settings (`checkpoint_every` may differ).
+
+        Raises:
+            UserError: not a continual-training state, or one from a run with other settings.
+        """
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise UserError(f"not a {STATE_FORMAT} v{STATE_VERSION} checkpoint (format {state.get('format')!r})")
+        _check_same_settings(state["settings"], self.settings.to_dict())
+        self.learner.load_state_dict(state["learner"])
+        self.method.load_state_dict(state["method"])
+        self.position = Position(**state["position"])
+        self.matrices = _copy(state["matrices"])
+        _restore_rng(state["rng"])
+
+
+def _phases(schedule: str, n_tasks: int) -> list[Phase]:
+    """The task sequence, or one joint phase that fills the last row."""
+    if schedule == "joint":
+        return [Phase(task=n_tasks - 1, row=n_tasks - 1, joint=True)]
+    return [Phase(task=t, row=t) for t in range(n_tasks)]
+
+
+def _check_stream(settings: TrainSettings, stream: TaskStream) -> None:
+    if stream.n_tasks != settings.n_tasks:
+        raise UserError(f"train.n_tasks is {settings.n_tasks} but the data has {stream.n_tasks} tasks")
+    for task in range(stream.n_tasks):
+        classes = stream.task_classes(task)
+        if len(classes) != settings.classes_per_task or classes.step != 1:
+            raise UserError(
+                f"train.classes_per_task is {settings.classes_per_task} but task {task} has classes {classes}"
+            )
+        if classes.start < 0 or classes.stop > settings.n_classes:
+            raise UserError(f"task {task} has classes {classes} outside 0..{settings.n_classes - 1}")
+
+
+def _check_same_settings(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise UserError(f"checkpoint was written with other train settings ({diffs}); resume with the same ones")
+
+
+def _isolated(loader: Iterable[Batch]) -> Iterator[Batch]:
+    """Iterate `loader` without letting it advance the python, numpy or torch CPU generators of the training."""
+    with _rng_preserved():
+        iterator = iter(loader)
+    while True:
+        with _rng_preserved():
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+@contextlib.contextmanager
+def _rng_preserved() -> Iterator[None]:
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+
+def _capture_rng() -> dict[str, Any]:
+    """RNG states as tensors and plain python values (loadable with `torch.load(weights_only=True)`)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    random.setstate(_as_python_state(state["python"]))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(state: Any) -> tuple:
+    """`random.setstate` wants tuples; a serialiser may have turned them into lists."""
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def _copy(value: Any) -> Any:
+    """Deep copy of nested lists / dicts of floats."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

@@ -1,0 +1,29 @@
+"""Joint training (`joint`): the offline upper bound, trained on every task's data at once.
+
+The step is fine-tuning's (stream cross-entropy, no replay); what differs is the schedule: `schedule = "joint"`
+tells the training loop to replace the task sequence by ONE phase whose loader is the union of all tasks'
+training sets shuffled together (`TaskStream.joint_train_loader`), run for `epochs` passes, and to evaluate once at
+the end: only the last row of the accuracy matrices is filled (the earlier rows stay NaN). With SER the saliency
+branch trains on the same shuffled batches.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.registry import register_method
+
+
+@register_method("joint")
+class Joint(Method):
+    """CE(f(x), y) on batches drawn from all tasks at once."""
+
+    uses_buffer = False
+    schedule = "joint"
+
+    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
+        """Cross-entropy on a batch of the joint stream."""
+        logits = self.learner.logits(x, "stream")  # (B, n_classes)
+        return StepLosses({"stream_ce": F.cross_entropy(logits, labels)}, logits)
