@@ -101,6 +101,7 @@ class PrecomputeConfig(Section):
     compression: Literal["none", "gzip", "lzf"] = Field("gzip", description="HDF5 filter for the maps.")
     compression_level: int = Field(1, ge=0, le=9, description="gzip level (ignored otherwise).")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the data file.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 METHOD_ALIASES = {"derpp_ser": "derpp", "er_ace_ser": "er_ace", "er_ser": "er", "der_ser": "der"}

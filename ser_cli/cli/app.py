@@ -9,6 +9,7 @@ import typer
 
 from ser_cli import __version__
 from ser_cli.cli import data
+from ser_cli.cli import precompute as precompute_cli
 
 app = typer.Typer(
     name="ser",
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
 # app.command("pretrain-saliency")(pretrain.pretrain_saliency)
+app.command("precompute")(precompute_cli.precompute)
 
 
 def _show_version(value: bool) -> None:
