@@ -47,3 +47,42 @@ def info(
     from ser_cli.cli.render import print_data_info
 
     print_data_info(details)
+
+
+@app.command("import")
+@error_boundary
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="salicon, mit1003, ser-layout or imagefolder.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Root folder of the dataset, in its published layout.")],
+    out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/salicon.h5.")],
+    class_order: Annotated[str | None, typer.Option(
+        "--class-order", help="Labels of the classes: fg-imagenet, mini-imagenet, or a YAML file (name -> label, "
+        "or a list). Default: sorted folder names.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="raw (decoded pixels, fast reads) or encoded (PNG bytes, small). Default: data.storage.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="Decoding worker processes (0: in process). Default: data.workers.")] = None,
+    limit_per_class: Annotated[int | None, typer.Option(
+        "--limit-per-class", min=1, help="Import only the first N images of each class and split (a quick trial).")
+    ] = None,
+    test_fraction: Annotated[float | None, typer.Option(
+        "--test-fraction", help="mit1003 only: share of images held out as the test split (default 0.1).")] = None,
+    split_seed: Annotated[int, typer.Option("--seed", help="mit1003 only: seed of the train/test split.")] = 0,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Import a published dataset, resized to data.height x data.width (LANCZOS), into an HDF5 data file."""
+    from ser_cli.data.importers import ImportOptions
+    from ser_cli.runtime.errors import UserError
+    from stages import import_data as stage
+
+    if storage not in (None, "raw", "encoded"):
+        raise UserError(f"--storage: must be raw or encoded (got {storage!r})")
+    overrides = [*(set_ or []), *([f"data.storage={storage}"] if storage else []),
+                 *([f"data.workers={workers}"] if workers is not None else [])]
+    cfg = build_params(params, overrides).data
+    options = ImportOptions(class_order=class_order, limit_per_class=limit_per_class, test_fraction=test_fraction,
+                            seed=split_seed)
+    typer.echo(str(stage.run(cfg, fmt, src, out, options)))
+
