@@ -124,6 +124,7 @@ def test_salicon_flat_layout_reads_the_same(tmp_path: Path) -> None:
 
 
 def test_mit1003_seeded_split_maps_and_points(tmp_path: Path) -> None:
+    assert MIT_SIZES[0] == (50, 70)  # the hand-computed points below are for this size
     src = write_mit1003(tmp_path / "mit", nested=True)
     out = imported("mit1003", src, tmp_path / "m.h5", "--test-fraction", "0.34", "--seed", "3")
     stimuli = sorted((src / "ALLSTIMULI" / "ALLSTIMULI").glob("*.jpeg"))
@@ -142,7 +143,6 @@ def test_mit1003_seeded_split_maps_and_points(tmp_path: Path) -> None:
         assert fixations_of(h5[split], row)[:, 1:].tolist() == [[0, 2, 3], [0, 13, 24], [0, 31, 47]]
     other = imported("mit1003", src, tmp_path / "m2.h5", "--test-fraction", "0.34", "--seed", "3")
     assert content_sha256(other) == content_sha256(out)
-    assert MIT_SIZES[0] == (50, 70)
 
 
 # ---------------------------------------------------------------- ser-layout and imagefolder
