@@ -15,6 +15,7 @@ Setting SER_TEST_SLOW_PRECOMPUTE=SECONDS sleeps after each committed batch; the 
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from collections.abc import Iterator
@@ -166,9 +167,14 @@ def _run_ranks(
     assemble_maps_file(
         out, layout, plan, shards, {"data_fingerprint": data.fingerprint, "model_sha256": source.identity}
     )
-    for shard in shards:
-        shard.unlink(missing_ok=True)
+    for stale in {*shards, *_work_files(out)}:  # also those of an interrupted run with another process count
+        stale.unlink(missing_ok=True)
     return _write_metrics(out, data, metrics_path, computed, seconds)
+
+
+def _work_files(out: Path) -> list[Path]:
+    """Every work file of `out`, whatever the number of processes that wrote it."""
+    return [work_path(out), *out.parent.glob(f"{glob.escape(out.name)}.rank*of*.partial")]
 
 
 def _compute_share(

@@ -141,12 +141,13 @@ def test_kill_9_then_resume_gives_identical_file(
     proc.wait()
     done = _done_rows(work_path(out))
     assert proc.returncode == -signal.SIGKILL and 8 <= done < 36 and not out.exists()
+    (tmp_path / "maps.h5.rank1of3.partial").write_bytes(b"left by a killed 3-process run")
     resumed = _run_ser(_command(model, tiny_synth, out))
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stderr
     assert filecmp.cmp(out, reference, shallow=False)
-    assert not work_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.h5", "maps.metrics.json"]  # no work files left
 
 
 @pytest.mark.slow
@@ -226,6 +227,7 @@ def test_bad_inputs_exit_2_with_one_line(
         "is a 'ser-maps' file, expected 'ser-dataset'": ["--model", str(model), "--data", str(reference)],
         "holds no saliency maps to copy": ["--from-dataset", "--data", str(no_maps)],
         "give exactly one of --model": ["--data", str(tiny_synth)],
+        "exactly one of --model FILE": ["--model", str(model), "--from-dataset", "--data", str(tiny_synth)],
         "is the data file itself": ["--from-dataset", "--data", str(tiny_synth), "--out", str(tiny_synth)],
     }
     for expected, args in cases.items():

@@ -1,0 +1,64 @@
+"""`python -m benchmarks [NAME ...] [--json]`: run the named benchmarks (default: all) and print one table.
+
+Examples:
+    python -m benchmarks                 # loader throughput and precompute speed, a Rich table on stdout
+    python -m benchmarks loader          # one benchmark
+    python -m benchmarks --json          # the rows as JSON, for scripts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+import benchmarks.loader_throughput  # noqa: F401 - registers "loader"
+import benchmarks.precompute_speed  # noqa: F401 - registers "precompute"
+from benchmarks.common import BENCHMARKS, Row
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"One of {', '.join(BENCHMARKS)} (default: all).")
+    parser.add_argument("--json", action="store_true", help="Print the rows as JSON instead of a table.")
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    return args
+
+
+def table(rows: list[Row], seconds: float) -> Table:
+    """The rows as a Rich table, values with thousands separators."""
+    out = Table(title=f"ser benchmarks ({seconds:.0f} s)")
+    for column, justify in (
+        ("benchmark", "left"),
+        ("case", "left"),
+        ("value", "right"),
+        ("unit", "left"),
+        ("note", "left"),
+    ):
+        out.add_column(column, justify=justify)
+    for row in rows:
+        value = "-" if row.value is None else f"{row.value:,.1f}" if row.value >= 10 else f"{row.value:.2f}"
+        out.add_row(row.benchmark, row.case, value, row.unit, row.note)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    names = args.names or list(BENCHMARKS)
+    start, rows = time.perf_counter(), []
+    for name in names:
+        rows.extend(BENCHMARKS[name]())
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        Console().print(table(rows, time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    main()
