@@ -92,6 +92,10 @@ class SaliencyConfig(Section):
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
     precision: Precision = Field("auto", description=PRECISION_HELP)
+    checkpoint_every: int = Field(
+        50, ge=0, description="Also write checkpoint.pt every N optimiser steps (0: only at epoch ends)."
+    )
+    workers: int = Field(0, ge=0, description="DataLoader worker processes (0: read in the training process).")
 
 
 class PrecomputeConfig(Section):

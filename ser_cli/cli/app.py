@@ -10,6 +10,7 @@ import typer
 from ser_cli import __version__
 from ser_cli.cli import data
 from ser_cli.cli import precompute as precompute_cli
+from ser_cli.cli import pretrain as pretrain_cli
 
 app = typer.Typer(
     name="ser",
@@ -23,6 +24,7 @@ app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
 # app.command("pretrain-saliency")(pretrain.pretrain_saliency)
 app.command("precompute")(precompute_cli.precompute)
+app.command("pretrain-saliency")(pretrain_cli.pretrain_saliency)
 
 
 def _show_version(value: bool) -> None:

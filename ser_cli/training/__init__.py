@@ -1,0 +1,1 @@
+"""Training loops that are not continual learning: pretraining the saliency predictor and initialising it."""

@@ -1,0 +1,226 @@
+"""Pretraining loop of the saliency predictor: optimiser groups, deterministic data order, resumable epochs.
+
+Follows SER (Bellitto et al., NeurIPS 2024; method.md sections 3-4) and UNISAL (Droste et al., ECCV 2020): SGD
+with momentum and two parameter groups, the decoder at `lr` and the encoder at `lr * encoder_lr_factor`, each with
+its own weight decay; both rates decay exponentially per epoch; the loss is `saliency_loss` (KLD, optionally
+minus weighted CC and NSS). The order of the training rows in epoch `e` depends only on (seed, e), and the trainer
+counts optimiser steps within the epoch, so a run resumed from a checkpoint rebuilds the same loader, skips the
+batches already consumed and continues exactly where it stopped. Nothing here prints: the stage owns progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ser_cli.config import SaliencyConfig
+from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.device import autocast
+from ser_cli.runtime.errors import RunFailure, UserError
+
+HOLDOUT_STREAM = 1
+ORDER_STREAM = 2
+Normalize = Callable[[Tensor], Tensor]
+Predict = Callable[[Tensor], Tensor]
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 63-bit seed for the random stream named by `keys` under the run seed (numpy SeedSequence)."""
+    words = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows 0..n-1 into (train, validation), sorted, with round(n * fraction) rows (at least 1) held out.
+
+    Raises:
+        UserError: fewer than two rows, so one side would be empty.
+    """
+    if n < 2:
+        raise UserError(f"need at least 2 training images to hold out a validation split, got {n}")
+    n_val = min(n - 1, max(1, round(n * fraction)))
+    perm = np.random.default_rng(derive_seed(seed, HOLDOUT_STREAM)).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def epoch_order(rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The rows in the order epoch `epoch` visits them: a permutation that depends only on (seed, epoch)."""
+    return rows[np.random.default_rng(derive_seed(seed, ORDER_STREAM, epoch)).permutation(len(rows))]
+
+
+def build_optimizer(net: SaliencyNet, cfg: SaliencyConfig) -> torch.optim.SGD:
+    """SGD with momentum and two named groups: `decoder` (lr, weight_decay_decoder) and `encoder` (scaled lr)."""
+    groups = [
+        {"name": "decoder", "params": net.decoder_parameters(), "weight_decay": cfg.weight_decay_decoder},
+        {"name": "encoder", "params": net.encoder_parameters(), "weight_decay": cfg.weight_decay_encoder},
+    ]
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    set_epoch_lr(optimizer, cfg, 0)
+    return optimizer
+
+
+def epoch_lrs(cfg: SaliencyConfig, epoch: int) -> dict[str, float]:
+    """Learning rate of each group in epoch `epoch` (0-based): base rate times lr_decay ** epoch."""
+    decay = cfg.lr_decay**epoch
+    return {"decoder": cfg.lr * decay, "encoder": cfg.lr * cfg.encoder_lr_factor * decay}
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: SaliencyConfig, epoch: int) -> None:
+    """Set both groups' rates for `epoch`; a closed form of the schedule, so resuming needs no scheduler state."""
+    lrs = epoch_lrs(cfg, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lrs[group["name"]]
+
+
+def make_loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -> DataLoader:
+    """Batches of `dataset[i]` for i in `rows`, in that order.
+
+    The loader gets its own generator so that creating its iterator does not draw from the global torch RNG
+    (which the decoder's dropout uses and a checkpoint restores).
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=rows.tolist(), num_workers=workers,
+                      generator=torch.Generator(), pin_memory=False)
+
+
+@dataclass
+class StepResult:
+    """One optimiser step: where it was and its (device, detached) batch loss and CC."""
+
+    epoch: int
+    step: int
+    loss: Tensor
+    cc: Tensor
+
+
+class SaliencyTrainer:
+    """Train a `SaliencyNet` on rows of a dataset of (image uint8, map, label, row[, fixation mask]) items.
+
+    Attributes:
+        epoch: Epochs completed.
+        step: Optimiser steps completed within the current epoch.
+        log: One dict per completed epoch (filled by `end_epoch`).
+    """
+
+    def __init__(self, net: SaliencyNet, cfg: SaliencyConfig, device: torch.device, normalize: Normalize,
+                 dataset: Dataset, train_rows: np.ndarray) -> None:
+        """Set up the optimiser.
+
+        Args:
+            net: The network, already on `device`.
+            cfg: The `saliency` parameters.
+            device: Where the network runs.
+            normalize: uint8 images (B, 3, H, W) -> normalised float images on `device`.
+            dataset: Items as `SplitDataset(..., with_fixations=True)` returns them.
+            train_rows: Dataset indices to train on.
+        """
+        self.net, self.cfg, self.device, self.normalize = net, cfg, device, normalize
+        self.dataset, self.train_rows = dataset, train_rows
+        self.optimizer = build_optimizer(net, cfg)
+        self.epoch, self.step = 0, 0
+        self.log: list[dict[str, float]] = []
+        self._sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, CC summed over this epoch's steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_rows) // self.cfg.batch_size)
+
+    def train_epoch(self) -> Iterator[StepResult]:
+        """Run the rest of the current epoch, yielding after every optimiser step (the caller may checkpoint)."""
+        set_epoch_lr(self.optimizer, self.cfg, self.epoch)
+        order = epoch_order(self.train_rows, self.cfg.seed, self.epoch)[self.step * self.cfg.batch_size:]
+        self.net.train()
+        for batch in make_loader(self.dataset, order, self.cfg.batch_size, self.cfg.workers):
+            loss, batch_cc = self._train_step(batch)
+            self._sums += torch.stack((loss, batch_cc)).double()
+            self.step += 1
+            yield StepResult(self.epoch, self.step, loss, batch_cc)
+
+    def _train_step(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
+        target = batch[1].to(self.device, non_blocking=True)  # (B, H, W), each map sums to 1
+        fixations = batch[4].to(self.device, non_blocking=True) if self.cfg.w_nss > 0 else None  # (B, H, W) bool
+        with autocast(self.cfg.precision, self.device):
+            pred, _ = self.net(self.normalize(batch[0]))  # (B, 1, H, W)
+        pred = pred[:, 0].float()  # losses in fp32: the KLD's epsilon is far below bf16 resolution
+        loss = saliency_loss(pred, target, fixations, w_cc=self.cfg.w_cc, w_nss=self.cfg.w_nss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), cc(pred.detach(), target).mean()
+
+    def epoch_means(self) -> tuple[float, float]:
+        """Mean training loss and CC over the current epoch's steps (one host sync).
+
+        Raises:
+            RunFailure: the loss is not finite (diverged).
+        """
+        loss_sum, cc_sum = self._sums.tolist()
+        mean_loss = loss_sum / max(self.step, 1)
+        if not np.isfinite(mean_loss):
+            raise RunFailure(f"saliency loss became {mean_loss} in epoch {self.epoch + 1}; lower saliency.lr")
+        return mean_loss, cc_sum / max(self.step, 1)
+
+    def end_epoch(self, record: dict[str, float]) -> None:
+        """Close the current epoch: append `record` to the log and move to the next epoch's first step."""
+        self.log.append(record)
+        self.epoch, self.step = self.epoch + 1, 0
+        self._sums.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimiser (momentum buffers), position and epoch sums: everything but the RNG states."""
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                "step": self.step, "sums": self._sums.cpu(), "log": list(self.log)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self._sums.copy_(state["sums"])
+        self.log = list(state["log"])
+
+
+def net_predictor(net: SaliencyNet, precision: str, device: torch.device) -> Predict:
+    """Normalised images (B, 3, H, W) -> predicted maps (B, H, W) float32, network in eval mode."""
+
+    @torch.no_grad()
+    def predict(x: Tensor) -> Tensor:
+        net.eval()
+        with autocast(precision, device):
+            return net(x)[0][:, 0].float()
+
+    return predict
+
+
+def center_bias_predictor(height: int, width: int, device: torch.device) -> Predict:
+    """The same Gaussian centre map for every image: the baseline a trained predictor must beat."""
+    prior = center_bias_map(height, width, device=device)  # (H, W)
+    return lambda x: prior.expand(x.shape[0], height, width)
+
+
+@torch.no_grad()
+def evaluate_maps(predict: Predict, loader: DataLoader, normalize: Normalize,
+                  device: torch.device) -> dict[str, float]:
+    """Mean KLD, CC, SIM (+ NSS, AUC-Judd where items carry fixation masks) of `predict` over `loader`.
+
+    Images without fixations give NaN NSS / AUC and are left out of those two means; a metric no image could
+    score is NaN. Sums stay on the device; one host sync at the end.
+    """
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, Tensor] = {}
+    for batch in loader:
+        target = batch[1].to(device, non_blocking=True)  # (B, H, W)
+        fixations = batch[4].to(device, non_blocking=True) if len(batch) > 4 else None  # (B, H, W)
+        scores = saliency_scores(predict(normalize(batch[0])), target, fixations)
+        for name, values in scores.items():
+            valid = ~torch.isnan(values)
+            sums[name] = sums.get(name, 0) + torch.where(valid, values, 0).double().sum()
+            counts[name] = counts.get(name, 0) + valid.sum()
+    means = torch.stack([sums[name] / counts[name] for name in sums]).tolist()  # 0 / 0 = NaN for no valid image
+    return dict(zip(sums, means, strict=True))

@@ -1,0 +1,254 @@
+"""Stage `pretrain_saliency`: train the saliency predictor on a data file with maps (`ser pretrain-saliency`).
+
+Step 1 of SER (Bellitto et al., NeurIPS 2024; method.md sections 1 and 3-4): a UNISAL-style `SaliencyNet` learns
+the ground-truth maps of the file's train split, minus a held-out validation share chosen by the seed. On CPU
+with the built-in benchmark (a few minutes on 2 cores) and on one GPU (bf16 autocast):
+
+    ser data synth --set data.synth.purpose=pretrain --out data/pretrain.h5
+    ser pretrain-saliency --data data/pretrain.h5 --out runs/saliency
+    ser pretrain-saliency --data data/salicon.h5 --out runs/salicon --device cuda --set saliency.backbone=resnet18
+
+Writes to `--out`: `model.pt` (weights, config, data fingerprint, params and metrics), `metrics.json` (held-out
+KLD, CC, SIM, NSS, AUC-Judd of the model and of a centre-bias map), `predictions.png`, `train_log.csv`. While it
+runs, `checkpoint.pt` (model, optimiser, epoch, step, RNG states) is rewritten atomically at every epoch end and
+every `saliency.checkpoint_every` steps; rerunning the same command after an interruption (Ctrl-C, kill -9)
+resumes from it, and it is deleted once the outputs are complete (a finished run retrains from scratch when rerun).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ser_cli import __version__
+from ser_cli.config import SaliencyConfig
+from ser_cli.continual.normalize import Normalizer
+from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.store import DataFile
+from ser_cli.metrics.saliency import cc
+from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.plots.saliency_grid import plot_saliency_grid
+from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
+from ser_cli.runtime.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from ser_cli.runtime.device import resolve_device
+from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.runtime.seeding import seed_everything
+from ser_cli.training.encoder_init import load_classifier_encoder
+from ser_cli.training.saliency_trainer import (
+    SaliencyTrainer,
+    center_bias_predictor,
+    epoch_lrs,
+    evaluate_maps,
+    holdout_split,
+    make_loader,
+    net_predictor,
+)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = ("kld", "cc", "sim", "nss", "auc_judd")
+GRID_IMAGES = 6
+INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host sync)
+# Settings that may change between an interrupted run and its resume without changing what is computed.
+RESUMABLE_KEYS = {"epochs", "checkpoint_every", "workers"}
+# Fault injection for the resume tests: SIGKILL this process after N optimiser steps (a real kill -9).
+FAULT_ENV = "SER_FAULT_KILL_AFTER_STEPS"
+LOG_FIELDS = ("epoch", "loss", "train_cc", "val_kld", "val_cc", "lr_decoder", "seconds")
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What a run produced."""
+
+    model: Path
+    metrics: dict[str, float]
+    files: list[Path]
+
+
+class _Clock:
+    """Training time across sessions: seconds of earlier sessions plus this one's."""
+
+    def __init__(self, before: float) -> None:
+        self.before, self.start = before, time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
+def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto") -> PretrainResult:
+    """Train (or resume), evaluate against the centre bias and write the outputs to `out`."""
+    data, out = Path(data), Path(out)
+    device = resolve_device(device_name)
+    info = _check_data(data, cfg)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {"params": cfg.model_dump(mode="json", exclude=RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
+    saved = _load_same_run(out / CHECKPOINT, identity)
+    net = _build_net(cfg, fresh=saved is None)
+    net = net.to(device, memory_format=torch.channels_last)
+    normalize = Normalizer(device, torch.channels_last)
+    train_rows, val_rows = holdout_split(info.splits["train"].size, cfg.val_fraction, cfg.seed)
+    dataset = SplitDataset(data, "train", with_fixations=info.splits["train"].n_fixations > 0)
+    trainer = SaliencyTrainer(net, cfg, device, normalize, dataset, train_rows)
+    clock = _Clock(_resume(trainer, saved, out / CHECKPOINT))
+    val_loader = make_loader(dataset, val_rows, cfg.batch_size, cfg.workers)
+    try:
+        _train(trainer, val_loader, out, identity, clock)
+        return _finish(trainer, info, val_loader, val_rows, out, clock)
+    finally:
+        dataset.close()
+
+
+def _check_data(data: Path, cfg: SaliencyConfig) -> DataFile:
+    info = DataFile(data)
+    train = info.splits["train"]
+    if not train.has_maps:
+        raise UserError(f"{data}: the train split has no saliency maps; pretrain-saliency needs fixation data "
+                        "(ser data synth --set data.synth.purpose=pretrain, or ser data import salicon|mit1003)")
+    if cfg.w_nss > 0 and train.n_fixations == 0:
+        raise UserError(f"saliency.w_nss={cfg.w_nss}: {data} has no fixation points in its train split; "
+                        "set saliency.w_nss=0")
+    return info
+
+
+def _load_same_run(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run of the same command, or None; a different run's is an error."""
+    saved = load_checkpoint(path)
+    if saved is None:
+        return None
+    before = saved.get("identity", {})
+    old, new = _flat(before), _flat(identity)
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            raise UserError(f"{path}: left by an interrupted run with other settings ({key}: {old.get(key)!r}, "
+                            f"now {new.get(key)!r}); rerun with those settings, or delete it to start over")
+    return saved
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    items: dict[str, Any] = {}
+    for k, v in d.items():
+        items.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return items
+
+
+def _build_net(cfg: SaliencyConfig, fresh: bool) -> SaliencyNet:
+    """The seeded network; a fresh run loads `init_from` into its encoder (a resumed one gets its checkpoint)."""
+    seed_everything(cfg.seed)
+    net = SaliencyNet(cfg.backbone, cfg.n_gaussians)
+    if fresh and cfg.init_from:
+        n = load_classifier_encoder(net.encoder, Path(cfg.init_from))
+        log(f"encoder initialised from {cfg.init_from} ({n} tensors)")
+    return net
+
+
+def _resume(trainer: SaliencyTrainer, saved: dict[str, Any] | None, path: Path) -> float:
+    """Restore an interrupted run; returns the seconds it had trained."""
+    if saved is None:
+        return 0.0
+    trainer.load_state_dict(saved["trainer"])
+    restore_rng_state(saved["rng"])
+    log(f"resuming from {path}: epoch {trainer.epoch + 1}, step {trainer.step}/{trainer.steps_per_epoch}")
+    return float(saved["elapsed"])
+
+
+def _save(trainer: SaliencyTrainer, out: Path, identity: dict[str, Any], clock: _Clock) -> None:
+    save_checkpoint(out / CHECKPOINT, {"trainer": trainer.state_dict(), "rng": capture_rng_state(),
+                                       "identity": identity, "elapsed": clock.total()})
+
+
+def _train(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, out: Path, identity: dict[str, Any],
+           clock: _Clock) -> None:
+    """Epochs until `cfg.epochs`, checkpointing every N steps and at each epoch end."""
+    cfg, every = trainer.cfg, trainer.cfg.checkpoint_every
+    kill_after, steps_here = int(os.environ.get(FAULT_ENV, "0")), 0
+    with progress_bar() as bar:
+        while trainer.epoch < cfg.epochs:
+            task = bar.add_task(f"epoch {trainer.epoch + 1}/{cfg.epochs}", total=trainer.steps_per_epoch,
+                                completed=trainer.step, info="")
+            for r in trainer.train_epoch():
+                last = r.step == trainer.steps_per_epoch
+                info = f"loss {r.loss.item():.3f} cc {r.cc.item():.3f}" if r.step % INFO_EVERY == 0 or last else None
+                bar.update(task, advance=1, **({"info": info} if info else {}))
+                if every and r.step % every == 0 and not last:
+                    _save(trainer, out, identity, clock)
+                steps_here += 1
+                if steps_here == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            _end_epoch(trainer, val_loader, clock)
+            bar.update(task, info=f"loss {trainer.log[-1]['loss']:.3f} val cc {trainer.log[-1]['val_cc']:.3f}")
+            _write_log(out / "train_log.csv", trainer.log)
+            _save(trainer, out, identity, clock)
+
+
+def _end_epoch(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, clock: _Clock) -> None:
+    loss, train_cc = trainer.epoch_means()
+    val = evaluate_maps(net_predictor(trainer.net, trainer.cfg.precision, trainer.device), val_loader,
+                        trainer.normalize, trainer.device)
+    lr = epoch_lrs(trainer.cfg, trainer.epoch)["decoder"]
+    trainer.end_epoch({"epoch": trainer.epoch + 1, "loss": loss, "train_cc": train_cc, "val_kld": val["kld"],
+                       "val_cc": val["cc"], "lr_decoder": lr, "seconds": clock.total()})
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.data.DataLoader,
+            val_rows: np.ndarray, out: Path, clock: _Clock) -> PretrainResult:
+    """Held-out metrics of the model and the centre bias, the figure, `model.pt`; then drop the checkpoint."""
+    seconds = clock.total()
+    metrics = _metrics(trainer, info, val_loader)
+    metrics.update(train_seconds=seconds, epochs=trainer.epoch, train_images=len(trainer.train_rows),
+                   val_images=len(val_rows))
+    grid = _write_predictions(out / "predictions.png", trainer, val_rows[:GRID_IMAGES])
+    write_json_atomic(out / "metrics.json", metrics)
+    cfg = trainer.cfg
+    meta = {"params": cfg.model_dump(mode="json"), "metrics": metrics, "data": str(info.path),
+            "val_rows": val_rows.tolist(), "ser_version": __version__,
+            "init_from_sha256": file_sha256(Path(cfg.init_from)) if cfg.init_from else None}
+    save_saliency_checkpoint(out / "model.pt", trainer.net, info.fingerprint, meta)
+    remove_checkpoint(out / CHECKPOINT)
+    files = [out / "model.pt", out / "metrics.json", grid, out / "train_log.csv"]
+    return PretrainResult(model=out / "model.pt", metrics=metrics, files=files)
+
+
+def _metrics(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.data.DataLoader) -> dict[str, float]:
+    net = net_predictor(trainer.net, trainer.cfg.precision, trainer.device)
+    bias = center_bias_predictor(info.height, info.width, trainer.device)
+    model = evaluate_maps(net, val_loader, trainer.normalize, trainer.device)
+    baseline = evaluate_maps(bias, val_loader, trainer.normalize, trainer.device)
+    nan = float("nan")
+    return {**{k: model.get(k, nan) for k in METRICS}, **{f"center_bias_{k}": baseline.get(k, nan) for k in METRICS}}
+
+
+def _write_predictions(path: Path, trainer: SaliencyTrainer, rows: np.ndarray) -> Path:
+    """The grid for the first held-out images: image, ground truth, prediction (with its CC)."""
+    items = [trainer.dataset[int(r)] for r in rows]
+    images = torch.stack([it[0] for it in items])  # (N, 3, H, W) uint8
+    targets = torch.stack([it[1] for it in items])  # (N, H, W)
+    preds = net_predictor(trainer.net, trainer.cfg.precision, trainer.device)(trainer.normalize(images))
+    scores = cc(preds, targets.to(trainer.device)).tolist()
+    return plot_saliency_grid(path, images.permute(0, 2, 3, 1).numpy(), targets.numpy(), preds.cpu().numpy(),
+                              scores)
