@@ -193,7 +193,7 @@ def _compute_share(
             done = work.done(split)
             mine = list(plan.batches(split, info.rank))
             todo = [(a, b) for a, b in mine if not done[a:b].all()]
-            if len(todo) < len(mine):
+            if info.is_main and len(todo) < len(mine):
                 log(f"precompute {split}: resuming, {len(mine) - len(todo)} of {len(mine)} batches already done")
             task = bar.add_task(_task_name(split, info), total=len(mine), completed=len(mine) - len(todo), info="")
             for (a, b), maps in zip(todo, _predict(source, data_path, split, todo, cfg.workers, dev), strict=True):

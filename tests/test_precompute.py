@@ -181,6 +181,8 @@ def test_from_dataset_copies_the_data_maps(tmp_path: Path, tiny_synth: Path) -> 
         str(out),
         "--set",
         "precompute.compression=lzf",
+        "--set",
+        "precompute.workers=2",  # DataLoader worker processes open the data file lazily
         "--metrics",
         str(tmp_path / "m.json"),
     )
