@@ -30,7 +30,7 @@ def tiny_stream(n_tasks: int = 3, classes_per_task: int = 2, batch_size: int = 4
     n_classes = n_tasks * classes_per_task
     train = _split(n_classes, per_class, generator)
     test = _split(n_classes, 4, generator)
-    return TensorTaskStream(train, test, n_tasks, classes_per_task, batch_size, test_batch_size=16)
+    return TensorTaskStream(train, test, n_tasks, classes_per_task, batch_size, seed=seed, test_batch_size=16)
 
 
 def tiny_settings(**overrides: object) -> TrainSettings:

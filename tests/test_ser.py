@@ -20,7 +20,7 @@ from tests.continual_data import tiny_settings, tiny_stream
 
 
 def _batch(stream, task: int = 0, n: int = 4) -> StreamBatch:
-    images, maps, labels, _ = next(iter(stream.train_loader(task, epoch_seed=1)))
+    images, maps, labels, _ = next(iter(stream.train_loader([task], epoch=1)))
     return StreamBatch(images[:n], maps[:n], labels[:n])
 
 
@@ -78,7 +78,7 @@ def test_saliency_update_is_one_kl_step_on_the_stream_batch_only() -> None:
     learner = build_learner(settings, "cpu")
     method = build_method("derpp", learner, settings, (3, 16, 24))
     stream = tiny_stream()
-    for images, maps, labels, _ in stream.train_loader(0, epoch_seed=0):
+    for images, maps, labels, _ in stream.train_loader([0]):
         method.buffer.add(images, labels, task=0, logits=torch.randn(len(labels), settings.n_classes))
     reference = copy.deepcopy(learner.saliency.net)
     ref_opt = saliency_optimizer(reference, settings.sal_lr)

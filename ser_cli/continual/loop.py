@@ -14,8 +14,8 @@ The loop prints nothing: it reports through the optional `progress(event)` callb
 the optional `checkpoint(state)` callback. `state_dict()` holds both networks, both optimisers, the buffer with its
 counters and generator, the python / numpy / torch RNG states, the position in the stream and the matrices so far;
 a run restored with `load_state_dict()` continues bit-exactly (on CPU) as if never interrupted. The order of each
-task's batches depends only on (seed, task, epoch), and data loading is kept from touching the training RNGs, so a
-resumed run rebuilds the loader and skips the batches already consumed.
+task's batches depends only on (seed, task, epoch) (`TaskStream`), and data loading is kept from touching the
+training RNGs, so a resumed run asks the stream for the same loader from the first batch not yet consumed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import torch
 from ser_cli.continual.evaluation import SALIENCY_METRICS, evaluate_task
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method, method_class
-from ser_cli.continual.seeds import DATA_ORDER, JOINT_ORDER, derive_seed
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
@@ -52,13 +51,13 @@ class Phase:
 
     Attributes:
         task: Task id passed to the hooks and stored with buffer samples.
+        tasks: Tasks whose training data the phase streams (shuffled together).
         row: Row of the accuracy matrices filled after the phase; tasks 0..row are evaluated.
-        joint: Whether the phase reads the union of all tasks.
     """
 
     task: int
+    tasks: list[int]
     row: int
-    joint: bool = False
 
 
 @dataclass
@@ -151,6 +150,9 @@ class ContinualTrainer:
         self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
         self.phases = _phases(method_class(settings.method).schedule, settings.n_tasks)
         self.position = Position()
+        # The global RNGs are shared by every trainer of the process: each keeps its own state between runs.
+        self._rng = _capture_rng()
+        self._running = False
         nan_matrix = [[math.nan] * settings.n_tasks for _ in range(settings.n_tasks)]
         self.matrices: dict[str, list[list[float]]] = {"class_il": nan_matrix, "task_il": _copy(nan_matrix)}
         if self.learner.ser:
@@ -164,8 +166,14 @@ class ContinualTrainer:
         Raises:
             RunFailure: a loss became NaN or infinite; the message names the step and the loss.
         """
-        while self.position.phase < len(self.phases):
-            self._run_phase(self.phases[self.position.phase])
+        _restore_rng(self._rng)
+        self._running = True
+        try:
+            while self.position.phase < len(self.phases):
+                self._run_phase(self.phases[self.position.phase])
+        finally:
+            self._running = False
+            self._rng = _capture_rng()
         return self.result()
 
     def _run_phase(self, phase: Phase) -> None:
@@ -209,14 +217,8 @@ class ContinualTrainer:
         return values
 
     def _train_batches(self, phase: Phase, epoch: int, skip: int) -> Iterator[Batch]:
-        if phase.joint:
-            loader = self.stream.joint_train_loader(derive_seed(self.settings.seed, JOINT_ORDER, epoch))
-        else:
-            loader = self.stream.train_loader(phase.task, derive_seed(self.settings.seed, DATA_ORDER, phase.task, epoch))
-        batches = _isolated(loader)
-        for _ in range(skip):  # already consumed before the checkpoint this run resumed from
-            next(batches, None)
-        return batches
+        # `skip` batches were consumed before the checkpoint this run resumed from.
+        return _isolated(self.stream.train_loader(list(phase.tasks), epoch, start_batch=skip))
 
     def _evaluate(self, row: int) -> None:
         allowed = None
@@ -268,7 +270,7 @@ class ContinualTrainer:
             "learner": self.learner.state_dict(),
             "method": self.method.state_dict(),
             "matrices": _copy(self.matrices),
-            "rng": _capture_rng(),
+            "rng": _capture_rng() if self._running else self._rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -284,14 +286,14 @@ class ContinualTrainer:
         self.method.load_state_dict(state["method"])
         self.position = Position(**state["position"])
         self.matrices = _copy(state["matrices"])
-        _restore_rng(state["rng"])
+        self._rng = state["rng"]
 
 
 def _phases(schedule: str, n_tasks: int) -> list[Phase]:
     """The task sequence, or one joint phase that fills the last row."""
     if schedule == "joint":
-        return [Phase(task=n_tasks - 1, row=n_tasks - 1, joint=True)]
-    return [Phase(task=t, row=t) for t in range(n_tasks)]
+        return [Phase(task=n_tasks - 1, tasks=list(range(n_tasks)), row=n_tasks - 1)]
+    return [Phase(task=t, tasks=[t], row=t) for t in range(n_tasks)]
 
 
 def _check_stream(settings: TrainSettings, stream: TaskStream) -> None:

@@ -1,8 +1,8 @@
-"""Independent seeds derived from the run seed, one per random stream (buffer, data order of each task and epoch).
+"""Independent seeds derived from the run seed, one per random stream (the replay buffer, the in-memory data order).
 
 Each stream gets `SeedSequence([seed, *keys])` (numpy's hash-based seed derivation, designed so that nearby seeds
-and keys give unrelated streams). The data order of a task thus depends only on (seed, task, epoch), so a resumed
-run rebuilds the same loader and skips the batches already consumed.
+and keys give unrelated streams), so the buffer's draws do not depend on how many numbers weight initialisation or
+dropout consumed, and `TensorTaskStream`'s order depends only on (seed, epoch, tasks).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 
 BUFFER = 1
 DATA_ORDER = 2
-JOINT_ORDER = 3
 
 
 def derive_seed(seed: int, *keys: int) -> int:

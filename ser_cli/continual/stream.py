@@ -2,10 +2,11 @@
 
 A batch is the data API's tuple `(images uint8 (B, 3, H, W), maps float32 (B, H, W), labels int64 (B,), indices
 int64 (B,))`. Task t owns the classes `task_classes(t)` (task-ordered labels: task t holds
-t * classes_per_task ... (t + 1) * classes_per_task - 1). A training loader's order must depend only on its
-`epoch_seed` (the loop derives it from (seed, task, epoch)) so that a resumed run sees the same batches;
-`joint_train_loader` shuffles the union of all tasks (only the `joint` method asks for it). `TensorTaskStream`
-implements the protocol on tensors in memory, for tests and small synthetic runs.
+t * classes_per_task ... (t + 1) * classes_per_task - 1). `train_loader(tasks, epoch, start_batch)` streams the
+training images of `tasks` (one task online; all of them for the `joint` upper bound) shuffled together in an
+order that depends only on (the stream's seed, tasks, epoch), from batch `start_batch` on, so a resumed run sees
+exactly the batches it had not consumed. `ser_cli.data.scenario.ClassIncrementalScenario` is the HDF5-backed
+implementation; `TensorTaskStream` implements the protocol on tensors in memory, for tests and small runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from ser_cli.continual.seeds import DATA_ORDER, derive_seed
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -29,16 +32,12 @@ class TaskStream(Protocol):
         """Labels of task `task`."""
         ...
 
-    def train_loader(self, task: int, epoch_seed: int) -> Iterable[Batch]:
-        """Training batches of `task`, shuffled by `epoch_seed` (same seed, same order)."""
+    def train_loader(self, tasks: list[int], epoch: int = 0, start_batch: int = 0) -> Iterable[Batch]:
+        """Training batches of `tasks` shuffled together, a function of (seed, tasks, epoch), from `start_batch`."""
         ...
 
     def test_loader(self, task: int) -> Iterable[Batch]:
         """Test batches of `task`, in a fixed order."""
-        ...
-
-    def joint_train_loader(self, epoch_seed: int) -> Iterable[Batch]:
-        """Training batches of all tasks shuffled together (the `joint` upper bound)."""
         ...
 
 
@@ -52,6 +51,7 @@ class TensorTaskStream:
         n_tasks: int,
         classes_per_task: int,
         batch_size: int,
+        seed: int = 0,
         test_batch_size: int = 64,
     ) -> None:
         """Split the data into tasks by label.
@@ -62,40 +62,33 @@ class TensorTaskStream:
             n_tasks: Number of tasks.
             classes_per_task: Classes per task; labels must lie in [0, n_tasks * classes_per_task).
             batch_size: Training batch size (the last batch of a task may be smaller).
+            seed: Seed of the training order (with the tasks and the epoch).
             test_batch_size: Test batch size.
         """
         self.train, self.test = train, test
         self.n_tasks, self.classes_per_task = n_tasks, classes_per_task
-        self.batch_size, self.test_batch_size = batch_size, test_batch_size
+        self.batch_size, self.test_batch_size, self.seed = batch_size, test_batch_size, seed
         self.image_shape = tuple(train[0].shape[1:])
 
     def task_classes(self, task: int) -> range:
         """Labels of task `task`."""
         return range(task * self.classes_per_task, (task + 1) * self.classes_per_task)
 
-    def _rows(self, split: tuple[Tensor, Tensor, Tensor], tasks: range) -> Tensor:
-        labels = split[2]
-        lo, hi = tasks.start * self.classes_per_task, tasks.stop * self.classes_per_task
-        return torch.nonzero((labels >= lo) & (labels < hi)).flatten()  # (N_task,)
+    def _rows(self, split: tuple[Tensor, Tensor, Tensor], tasks: list[int]) -> Tensor:
+        task_of = split[2] // self.classes_per_task  # (N,)
+        return torch.nonzero(torch.isin(task_of, torch.tensor(tasks))).flatten()  # (N_tasks,) in data order
 
     def _batches(self, split: tuple[Tensor, Tensor, Tensor], rows: Tensor, size: int) -> Iterator[Batch]:
         for chunk in rows.split(size):
             yield split[0][chunk], split[1][chunk], split[2][chunk], chunk
 
-    def _shuffled(self, rows: Tensor, epoch_seed: int) -> Tensor:
-        generator = torch.Generator().manual_seed(epoch_seed)
-        return rows[torch.randperm(len(rows), generator=generator)]
-
-    def train_loader(self, task: int, epoch_seed: int) -> Iterator[Batch]:
-        """Training batches of `task`, shuffled by `epoch_seed`."""
-        rows = self._shuffled(self._rows(self.train, range(task, task + 1)), epoch_seed)
-        return self._batches(self.train, rows, self.batch_size)
-
-    def joint_train_loader(self, epoch_seed: int) -> Iterator[Batch]:
-        """Training batches of all tasks shuffled together."""
-        rows = self._shuffled(self._rows(self.train, range(self.n_tasks)), epoch_seed)
+    def train_loader(self, tasks: list[int], epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
+        """Training batches of `tasks` shuffled together by (seed, tasks, epoch), from batch `start_batch` on."""
+        rows = self._rows(self.train, tasks)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, DATA_ORDER, epoch, *tasks))
+        rows = rows[torch.randperm(len(rows), generator=generator)][start_batch * self.batch_size :]
         return self._batches(self.train, rows, self.batch_size)
 
     def test_loader(self, task: int) -> Iterator[Batch]:
         """Test batches of `task` in data order."""
-        return self._batches(self.test, self._rows(self.test, range(task, task + 1)), self.test_batch_size)
+        return self._batches(self.test, self._rows(self.test, [task]), self.test_batch_size)

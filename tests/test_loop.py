@@ -1,0 +1,178 @@
+"""The training loop: determinism, bit-exact resume from mid-task and task-end checkpoints, NaN failure,
+accuracy matrices (class-IL over seen or all logits, task-IL), the joint schedule, progress and settings checks."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import pytest
+import torch
+
+from ser_cli.config import TrainConfig
+from ser_cli.continual.evaluation import evaluate_task
+from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
+from ser_cli.continual.normalize import Normalizer
+from ser_cli.continual.settings import TrainSettings
+from ser_cli.runtime.errors import RunFailure, UserError
+from tests.continual_data import tiny_settings, tiny_stream
+
+
+def _same_matrix(a: list[list[float]], b: list[list[float]]) -> bool:
+    return all(
+        (math.isnan(x) and math.isnan(y)) or x == y for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb)
+    )
+
+
+def _flat_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor inside a nested state, keyed by its path."""
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else []
+    out: dict[str, torch.Tensor] = {}
+    for key, sub in items:
+        out.update(_flat_tensors(sub, f"{prefix}/{key}"))
+    return out
+
+
+def _assert_same_run(a: ContinualTrainer, b: ContinualTrainer) -> None:
+    ra, rb = a.result(), b.result()
+    assert _same_matrix(ra.class_il, rb.class_il) and _same_matrix(ra.task_il, rb.task_il)
+    for metric in ra.saliency:
+        assert _same_matrix(ra.saliency[metric], rb.saliency[metric])
+    ta = _flat_tensors({"learner": a.learner.state_dict(), "method": a.method.state_dict()})
+    tb = _flat_tensors({"learner": b.learner.state_dict(), "method": b.method.state_dict()})
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+def _serialise(state: dict) -> bytes:
+    out = io.BytesIO()
+    torch.save(state, out)
+    return out.getvalue()
+
+
+def test_same_seed_gives_identical_runs_and_another_seed_does_not() -> None:
+    settings = tiny_settings(method="derpp", ser=True)
+    a = ContinualTrainer(settings, tiny_stream())
+    b = ContinualTrainer(settings, tiny_stream())
+    a.run()
+    b.run()
+    _assert_same_run(a, b)
+    c = ContinualTrainer(tiny_settings(method="derpp", ser=True, seed=1), tiny_stream())
+    c.run()
+    assert not torch.equal(a.learner.classifier.head.weight, c.learner.classifier.head.weight)
+
+
+@pytest.mark.parametrize(("method", "ser", "resume_step"), [("derpp", True, 6), ("er_ace", False, 6), ("er", True, 4)])
+def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(method: str, ser: bool, resume_step: int) -> None:
+    """Step 6 is mid-task (task 1, batch 2 of 4); step 4 is the end of task 0 (saved after its evaluation)."""
+    saved: list[tuple[int, dict, bytes]] = []
+    settings = tiny_settings(method=method, ser=ser, checkpoint_every=3, momentum=0.5)
+
+    def keep(state: dict) -> None:
+        saved.append((state["position"]["step"], dict(state["position"]), _serialise(state)))
+
+    full = ContinualTrainer(settings, tiny_stream(), checkpoint=keep)
+    full.run()
+    assert [(s, p["phase"]) for s, p, _ in saved] == [(3, 0), (4, 1), (6, 1), (8, 2), (9, 2), (12, 2), (12, 3)]
+    (blob,) = [b for s, _, b in saved if s == resume_step]
+    resumed = ContinualTrainer(tiny_settings(method=method, ser=ser, checkpoint_every=0, momentum=0.5), tiny_stream())
+    resumed.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+    result = resumed.run()
+    assert result.steps == 12
+    _assert_same_run(full, resumed)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_after_the_last_good_checkpoint() -> None:
+    checkpoints: list[int] = []
+    trainer = ContinualTrainer(tiny_settings(method="er", checkpoint_every=2), tiny_stream(),
+                               checkpoint=lambda state: checkpoints.append(state["position"]["step"]))
+    losses = trainer.method.losses
+
+    def poisoned(x: torch.Tensor, labels: torch.Tensor):
+        out = losses(x, labels)
+        if trainer.position.step == 4:  # the fifth step
+            out.terms["stream_ce"] = out.terms["stream_ce"] * float("nan")
+        return out
+
+    trainer.method.losses = poisoned
+    with pytest.raises(RunFailure, match=r"non-finite loss stream_ce=nan at step 5 \(task 1, epoch 0, batch 1\)"):
+        trainer.run()
+    assert checkpoints == [2, 4, 4]  # every 2 steps, and the end of task 0: all before the bad step
+
+
+class _FixedLogits:
+    """A stand-in learner whose logits are given, to check the accuracy rules on hand-made cases."""
+
+    ser = False
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.fixed, self.normalize, self.autocast = logits, Normalizer("cpu"), contextlib.nullcontext
+
+    def logits(self, x: torch.Tensor, role: str) -> torch.Tensor:
+        return self.fixed[: len(x)]
+
+
+def test_class_il_over_seen_or_all_logits_and_task_il_over_the_task() -> None:
+    logits = torch.tensor(
+        [
+            [0, 0, 2, 1, 0, 5.0],  # label 2: seen-argmax 2 (right), overall 5 (unseen: wrong), task 2 (right)
+            [4, 0, 1, 2, 0, 0.0],  # label 3: class-IL 0 (wrong), task-IL 3 (right)
+            [0, 0, 9, 1, 0, 0.0],  # label 2: right everywhere
+            [0, 0, 2, 1, 3, 0.0],  # label 3: wrong everywhere
+        ]
+    )
+    batch = (torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.zeros(4, 2, 2), torch.tensor([2, 3, 2, 3]), None)
+    seen = torch.tensor([True] * 4 + [False] * 2)
+    scores = evaluate_task(_FixedLogits(logits), [batch], range(2, 4), seen)
+    assert (scores.class_il, scores.task_il) == (50.0, 75.0)
+    assert evaluate_task(_FixedLogits(logits), [batch], range(2, 4), None).class_il == 25.0
+
+
+def test_matrices_are_lower_triangular_and_progress_is_reported_without_printing(capsys) -> None:
+    events: list[ProgressEvent] = []
+    result = ContinualTrainer(tiny_settings(method="er", ser=True), tiny_stream(), progress=events.append).run()
+    for t in range(3):
+        for k in range(3):
+            for matrix in (result.class_il, result.task_il, result.saliency["sim"], result.saliency["kld"]):
+                assert math.isnan(matrix[t][k]) == (k > t)
+    assert all(0 <= result.task_il[t][k] <= 100 for t in range(3) for k in range(t + 1))
+    assert all(0 < result.saliency["sim"][t][k] <= 1 for t in range(3) for k in range(t + 1))
+    steps = [e for e in events if e.kind == "step"]
+    ends = [e for e in events if e.kind == "task_end"]
+    assert [e.step for e in steps] == list(range(1, 13)) and [e.task for e in ends] == [0, 1, 2]
+    assert {"stream_ce", "loss", "saliency_kld"} <= set(steps[0].losses)
+    assert ends[1].class_il[:2] == result.class_il[1][:2]
+    assert result.buffer_nbytes == 13 * (3 * 16 * 24 + 8 + 8)  # 12 slots + scratch: image, label, task
+    assert capsys.readouterr().out == ""
+
+
+def test_joint_trains_once_on_all_tasks_and_fills_the_last_row() -> None:
+    events: list[ProgressEvent] = []
+    result = ContinualTrainer(tiny_settings(method="joint"), tiny_stream(), progress=events.append).run()
+    assert result.steps == 12  # 48 images of all 3 tasks, batch 4
+    assert all(math.isnan(v) for row in result.class_il[:2] for v in row)
+    assert not any(math.isnan(v) for v in result.class_il[2])
+    labels_per_step = [e for e in events if e.kind == "step"]
+    assert len(labels_per_step) == 12 and [e.kind for e in events].count("task_end") == 1
+
+
+def test_resume_refuses_other_settings_and_the_stream_must_match() -> None:
+    state = ContinualTrainer(tiny_settings(), tiny_stream()).state_dict()
+    other = ContinualTrainer(tiny_settings(alpha=0.2), tiny_stream())
+    with pytest.raises(UserError, match="alpha: 0.1 -> 0.2"):
+        other.load_state_dict(state)
+    with pytest.raises(UserError, match="n_tasks is 2 but the data has 3"):
+        ContinualTrainer(tiny_settings(n_tasks=2), tiny_stream())
+
+
+def test_settings_convert_from_the_train_config() -> None:
+    config = TrainConfig(method="derpp_ser", mnp_blocks=[1, 0, 1, 0, 1])
+    settings = TrainSettings.from_mapping(config.model_dump())
+    assert (settings.method, settings.ser, settings.mnp_blocks) == ("derpp", True, (1, 0, 1, 0, 1))
+    assert settings.to_dict()["mnp_blocks"] == [1, 0, 1, 0, 1]
+    with pytest.raises(UserError, match="train.lr"):
+        TrainSettings(lr=0.0)
