@@ -69,9 +69,11 @@ class SplitDataset(Dataset):
             raw = self._data[self.split]["maps"][row]
         else:
             raw = np.ones((self.height, self.width), np.uint8)
-        m = torch.from_numpy(raw.astype(np.float32))  # (H, W)
+        # numpy, not torch: per-item torch ops start intra-op threads that fight the training process for cores.
+        m = raw.astype(np.float32)  # (H, W)
         total = m.sum()
-        return m / total if total > 0 else torch.full_like(m, 1.0 / m.numel())
+        m = m / total if total > 0 else np.full_like(m, 1.0 / m.size)
+        return torch.from_numpy(m)
 
     def _fixation_mask(self, group: h5py.Group, row: int) -> torch.Tensor:
         mask = torch.zeros(self.height, self.width, dtype=torch.bool)
