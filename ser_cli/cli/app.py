@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from ser_cli import __version__
+from ser_cli.cli import compare as compare_cli
 from ser_cli.cli import data
+from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import pretrain as pretrain_cli
 
@@ -24,6 +26,8 @@ app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
 # app.command("pretrain-saliency")(pretrain.pretrain_saliency)
 app.command("precompute")(precompute_cli.precompute)
+app.command("evaluate")(evaluate_cli.evaluate)
+app.command("compare")(compare_cli.compare)
 app.command("pretrain-saliency")(pretrain_cli.pretrain_saliency)
 
 

@@ -86,3 +86,14 @@ def import_(
                             seed=split_seed)
     typer.echo(str(stage.run(cfg, fmt, src, out, options)))
 
+
+@app.command("spurious")
+@error_boundary
+def spurious(
+    src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],
+    out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth_spurious.h5.")],
+) -> None:
+    """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
+    from stages import spurious as stage
+
+    typer.echo(str(stage.run(src, out)))

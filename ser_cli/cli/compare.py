@@ -1,0 +1,41 @@
+"""`ser compare`: several evaluations side by side, seeds of one configuration grouped as mean +- std."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ser_cli.cli.errors import error_boundary
+from ser_cli.cli.options import JsonOpt
+
+WIDE = 200
+
+
+@error_boundary
+def compare(
+    evals: Annotated[list[Path], typer.Argument(help="Evaluation folders (ser evaluate --out EVAL), any number.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare evaluations: a table on stdout, REPORT/report.md, REPORT/summary.json and two figures.
+
+    Runs with the same config hash on the same data file are grouped (mean +- std over seeds); a run on a
+    spurious dataset shows its drop in class-IL accuracy from the same configuration on the clean dataset.
+    """
+    from stages import compare as stage
+
+    result = stage.run(evals, out)
+    if as_json:
+        typer.echo(json.dumps({"out": str(result.out), **result.summary}, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+
+    from ser_cli.cli.render import stdout_console
+
+    # Piped or redirected: Rich would wrap at 80 columns; a log or file reads better with whole rows.
+    console = stdout_console if stdout_console.is_terminal else Console(width=WIDE)
+    console.print(result.table)
+    typer.echo(str(result.out))

@@ -1,0 +1,48 @@
+"""`ser evaluate`: continual-learning metrics, adversarial robustness, saliency quality and figures of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ser_cli.cli.errors import error_boundary
+from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+
+
+@error_boundary
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="Run folder written by `ser train --out RUN`.")],
+    data: Annotated[Path, typer.Option("--data", help="The data file the run was trained on (checked).")],
+    out: Annotated[Path, typer.Option("--out", help="Evaluation folder to write, e.g. evals/derpp_ser.")],
+    maps: Annotated[
+        Path | None,
+        typer.Option("--maps", help="Saliency targets (ser precompute) for the saliency scores; default: the data "
+                     "file's own maps."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run on its data file's test split (parameters under evaluate).
+
+    Writes OUT/metrics.json, OUT/run.json, OUT/plots/*.csv and the PNGs accuracy_matrix, avg_accuracy,
+    robustness and saliency_overlay. Prints OUT (or, with --json, the metrics) on stdout.
+    """
+    from ser_cli.runtime.device import resolve_device
+    from stages import evaluate as stage
+
+    cfg = build_params(params, set_, seed, "evaluate.seed").evaluate
+    stage.check_run_dir(run)
+    from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
+
+    dev = resolve_device(device)
+    result = stage.run(cfg, load_run(run, dev), data, out, maps, dev, source={"run_dir": str(run)})
+    if as_json:
+        typer.echo(json.dumps({"out": str(result.out), **result.metrics}, indent=2, sort_keys=True))
+    else:
+        typer.echo(str(result.out))

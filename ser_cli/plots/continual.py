@@ -1,0 +1,208 @@
+"""Figures of `ser evaluate` and `ser compare`: accuracy matrix, average accuracy, robustness, saliency overlays.
+
+The accuracy-matrix heatmap and the average-accuracy-after-each-task curve are the figures of continual-learning
+papers (Lopez-Paz & Ranzato, NeurIPS 2017; Mammoth); robust accuracy against epsilon is the usual adversarial
+figure (Madry et al., ICLR 2018), with epsilon in 1/255 units; the overlay grid draws the saliency map over each
+test image as SER's qualitative figures do (Bellitto et al., NeurIPS 2024). Multi-run figures show the mean over
+seeds with a +-1 standard deviation band. Uses `matplotlib.figure.Figure` directly (no pyplot state, no GUI
+backend) and writes through a temporary name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+SCENARIOS = (("class_il", "class-IL"), ("task_il", "task-IL"))
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.partial")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    """A map min-max scaled to [0, 1] so its shape shows whatever its offset (a constant map becomes 0)."""
+    low, span = float(m.min()), float(m.max() - m.min())
+    return (m - low) / span if span > 0 else np.zeros_like(m)
+
+
+def plot_accuracy_matrix(path: Path, matrices: dict[str, np.ndarray]) -> Path:
+    """Heatmaps of R[t][k] (percent), one panel per scenario, values written in the cells, unseen tasks blank.
+
+    Args:
+        path: Output PNG.
+        matrices: {"class_il": (T, T), "task_il": (T, T)} with NaN for tasks not trained yet.
+    """
+    T = len(matrices["class_il"])
+    side = 1.0 + 0.55 * T
+    fig = Figure(figsize=(2 * side + 1.6, side + 0.4), dpi=110, layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, (key, title) in zip(axes, SCENARIOS, strict=True):
+        image = _heatmap(ax, np.asarray(matrices[key], dtype=float), title)
+    axes[1].set_ylabel("")
+    fig.colorbar(image, ax=list(axes), label="accuracy (%)", shrink=0.85)
+    return _save(fig, Path(path))
+
+
+def _heatmap(ax: Axes, R: np.ndarray, title: str):
+    T = len(R)
+    image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0, vmax=100)
+    ax.set_facecolor("#eeeeee")  # tasks not trained yet
+    for t in range(T):
+        for k in range(T):
+            if np.isfinite(R[t, k]):
+                ax.text(k, t, f"{R[t, k]:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if R[t, k] > 60 else "white")
+    ticks = np.arange(T)
+    ax.set_xticks(ticks, [str(k + 1) for k in ticks])
+    ax.set_yticks(ticks, [str(t + 1) for t in ticks])
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after training task")
+    ax.set_title(title)
+    return image
+
+
+def plot_avg_accuracy(path: Path, curves: dict[str, np.ndarray]) -> Path:
+    """Average accuracy over the tasks seen so far after each task, class-IL and task-IL on one axis.
+
+    Args:
+        path: Output PNG.
+        curves: {"class_il": (T,), "task_il": (T,)} in percent.
+    """
+    fig = Figure(figsize=(5.2, 3.6), dpi=110)
+    ax = fig.subplots()
+    for key, title in SCENARIOS:
+        y = np.asarray(curves[key], dtype=float)
+        x = np.arange(1, len(y) + 1)
+        ax.plot(x, y, marker="o", label=f"{title} (final {y[-1]:.1f})")
+    _accuracy_axis(ax, len(curves["class_il"]), "average accuracy over seen tasks (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _accuracy_axis(ax: Axes, T: int, ylabel: str) -> None:
+    ax.set_xticks(np.arange(1, T + 1))
+    ax.set_xlabel("after training task")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+
+
+def plot_robustness(path: Path, rows: list[dict[str, float | str]]) -> Path:
+    """Accuracy against the L-inf budget (in 1/255), one line per attack; epsilon 0 is the clean accuracy.
+
+    Args:
+        path: Output PNG.
+        rows: Long-format rows with keys attack, eps_255, accuracy (`RobustnessResult.rows()`).
+    """
+    fig = Figure(figsize=(5.2, 3.6), dpi=110)
+    ax = fig.subplots()
+    for attack in dict.fromkeys(str(r["attack"]) for r in rows):
+        pts = sorted((float(r["eps_255"]), float(r["accuracy"])) for r in rows if r["attack"] == attack)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=attack.upper())
+    _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _robustness_axis(ax: Axes, eps_255: list[float]) -> None:
+    ax.set_xticks(eps_255, [format(e, "g") for e in eps_255])
+    ax.set_xlabel("epsilon (x 1/255, L-inf)")
+    ax.set_ylabel("accuracy on attacked images (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+
+
+def plot_saliency_overlay(path: Path, images: np.ndarray, maps: np.ndarray, titles: list[str], map_name: str,
+                          targets: np.ndarray | None = None) -> Path:
+    """A grid: test images, then the same images with the model's map overlaid (and the target map, if given).
+
+    Args:
+        path: Output PNG.
+        images: uint8 (N, H, W, 3).
+        maps: The model's maps (N, H, W), any scale (each shown min-max scaled).
+        titles: One caption per image (its class).
+        map_name: Row label of `maps`, e.g. "SER saliency branch" or "input gradient".
+        targets: Target maps (N, H, W) for a third row, or None.
+    """
+    rows = [("image", None), (map_name, maps)] + ([("target map", targets)] if targets is not None else [])
+    n, (h, w) = len(images), images.shape[1:3]
+    fig = Figure(figsize=(n * 1.9 * w / max(h, w) + 0.8, len(rows) * 1.9 * h / max(h, w) + 0.5), dpi=110)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (label, overlay) in enumerate(rows):
+        for i in range(n):
+            axes[r, i].imshow(images[i])
+            if overlay is not None:
+                axes[r, i].imshow(_unit(overlay[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    for i, title in enumerate(titles):
+        axes[0, i].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+@dataclass
+class RunCurves:
+    """Mean and standard deviation over the seeds of one group, for the multi-run figures.
+
+    Attributes:
+        label: Legend entry.
+        accuracy: {"class_il": (mean (T,), std (T,)), "task_il": ...}.
+        robustness: {attack: (eps_255 (E,), mean (E,), std (E,))}, epsilon 0 = clean.
+    """
+
+    label: str
+    accuracy: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    robustness: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def plot_runs_accuracy(path: Path, runs: list[RunCurves]) -> Path:
+    """Average accuracy after each task of every run (group) on one figure: class-IL and task-IL panels."""
+    fig = Figure(figsize=(10, 3.8), dpi=110)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, (key, title) in zip(axes, SCENARIOS, strict=True):
+        T = 1
+        for run in runs:
+            mean, std = run.accuracy[key]
+            x = np.arange(1, len(mean) + 1)
+            (line,) = ax.plot(x, mean, marker="o", label=run.label)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+            T = max(T, len(mean))
+        _accuracy_axis(ax, T, f"{title} average accuracy (%)")
+        ax.set_title(title)
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_runs_robustness(path: Path, runs: list[RunCurves]) -> Path:
+    """Robust accuracy against epsilon of every run (group) on one figure, one panel per attack."""
+    attacks = list(dict.fromkeys(a for run in runs for a in run.robustness))
+    fig = Figure(figsize=(5 * max(1, len(attacks)), 3.8), dpi=110)
+    axes = fig.subplots(1, max(1, len(attacks)), squeeze=False)[0]
+    for ax, attack in zip(axes, attacks, strict=False):
+        eps_all: set[float] = set()
+        for run in runs:
+            if attack in run.robustness:
+                eps, mean, std = run.robustness[attack]
+                (line,) = ax.plot(eps, mean, marker="o", label=run.label)
+                ax.fill_between(eps, mean - std, mean + std, alpha=0.2, color=line.get_color())
+                eps_all.update(float(e) for e in eps)
+        _robustness_axis(ax, sorted(eps_all))
+        ax.set_title(attack.upper())
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(path))

@@ -1,0 +1,1 @@
+"""`ser compare`: evaluation folders loaded, grouped by configuration, summarised as tables, JSON and Markdown."""

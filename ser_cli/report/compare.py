@@ -1,0 +1,208 @@
+"""Evaluation folders (`ser evaluate --out EVAL`) loaded and grouped by configuration, with mean and std per group.
+
+Runs are grouped by (config hash, data fingerprint): the config hash (written by `ser train`, copied by
+`ser evaluate` into `EVAL/run.json`) is the sha256 of the resolved `train` section without its seed, so the seeds of
+one configuration on one dataset fall into one group. Each metric is summarised by its mean and its sample standard
+deviation (ddof = 1, as papers report "mean +- std over seeds"; 0 for a single run) over the runs that report it.
+The spurious-feature drop (Bellitto et al., NeurIPS 2024, section 5.3) pairs a group trained on a spurious dataset
+with the group of the same configuration trained on the clean dataset with the *same test split* (equal test
+fingerprints: the protocol leaves test images untouched), and reports clean mean minus spurious mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser_cli.runtime.errors import UserError
+
+DROP_METRICS = ("class_il_final_avg_acc", "task_il_final_avg_acc")
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation folder.
+
+    Attributes:
+        path: The folder.
+        metrics: Its flat `metrics.json`.
+        info: Its `run.json` (config hash, method, SER, seed, data identity).
+        avg_accuracy: {"class_il": (T,), "task_il": (T,)} from `plots/avg_accuracy.csv`.
+        robustness: {attack: {eps_255: accuracy}} from `plots/robustness.csv` (epsilon 0 = clean).
+    """
+
+    path: Path
+    metrics: dict[str, float]
+    info: dict[str, Any]
+    avg_accuracy: dict[str, np.ndarray]
+    robustness: dict[str, dict[float, float]]
+
+    @property
+    def group_key(self) -> tuple[str, str]:
+        return str(self.info["config_hash"]), str(self.info["data"]["fingerprint"])
+
+
+def load_eval(path: Path) -> EvalRecord:
+    """Read one evaluation folder; UserError (one line) when it is not one."""
+    path = Path(path)
+    for name in ("metrics.json", "run.json"):
+        if not (path / name).is_file():
+            raise UserError(f"{path}: not an evaluation folder (no {name}); make it with `ser evaluate --out {path}`")
+    metrics = _read_json(path / "metrics.json")
+    info = _read_json(path / "run.json")
+    if "config_hash" not in info or "fingerprint" not in info.get("data", {}):
+        raise UserError(f"{path / 'run.json'}: lacks config_hash or data.fingerprint; rerun `ser evaluate`")
+    return EvalRecord(path, {k: _number(v) for k, v in metrics.items()}, info, _read_avg_accuracy(path),
+                      _read_robustness(path))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _read_avg_accuracy(path: Path) -> dict[str, np.ndarray]:
+    rows = _read_csv(path / "plots" / "avg_accuracy.csv")
+    return {key: np.array([float(r[key]) for r in rows]) for key in ("class_il", "task_il")} if rows else {}
+
+
+def _read_robustness(path: Path) -> dict[str, dict[float, float]]:
+    out: dict[str, dict[float, float]] = {}
+    for r in _read_csv(path / "plots" / "robustness.csv"):
+        out.setdefault(r["attack"], {})[float(r["eps_255"])] = float(r["accuracy"])
+    return out
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample std (ddof 1; 0 for one value) and count of one metric over a group's runs."""
+
+    mean: float
+    std: float
+    n: int
+    values: tuple[float, ...]
+
+
+def stat_of(values: list[float]) -> Stat:
+    """Summarise the finite values; NaN mean when none is finite."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return Stat(float("nan"), float("nan"), 0, ())
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    return Stat(float(np.mean(finite)), std, len(finite), tuple(finite))
+
+
+@dataclass
+class Group:
+    """The runs of one configuration on one dataset.
+
+    Attributes:
+        label: Display name (method, +SER, [spurious], and a hash suffix when names collide).
+        records: Its evaluation folders, in the order given.
+        stats: {metric: Stat} over the records.
+        spurious_drop: {metric: clean mean - spurious mean} for a spurious group with a clean partner, else {}.
+        clean_partner: Label of that clean group, or None.
+    """
+
+    label: str
+    records: list[EvalRecord]
+    stats: dict[str, Stat] = field(default_factory=dict)
+    spurious_drop: dict[str, float] = field(default_factory=dict)
+    clean_partner: str | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.records[0].info
+
+    @property
+    def spurious(self) -> bool:
+        return bool(self.info["data"].get("spurious", False))
+
+
+def group_evals(records: list[EvalRecord]) -> list[Group]:
+    """Group by (config hash, data fingerprint) in order of first appearance, with stats and spurious drops."""
+    by_key: dict[tuple[str, str], list[EvalRecord]] = {}
+    for record in records:
+        by_key.setdefault(record.group_key, []).append(record)
+    groups = [Group(_base_label(rs[0].info), rs) for rs in by_key.values()]
+    _disambiguate(groups)
+    for g in groups:
+        keys = dict.fromkeys(k for r in g.records for k in r.metrics)
+        g.stats = {k: stat_of([r.metrics.get(k, float("nan")) for r in g.records]) for k in keys}
+    _pair_spurious(groups)
+    return groups
+
+
+def _base_label(info: dict[str, Any]) -> str:
+    label = str(info.get("label") or info.get("method", "run"))
+    return f"{label} [spurious]" if info["data"].get("spurious") else label
+
+
+def _disambiguate(groups: list[Group]) -> None:
+    """Append the short config hash (and data fingerprint if needed) to labels shared by several groups."""
+    for suffix in (lambda g: g.info["config_hash"][:7], lambda g: g.info["data"]["fingerprint"][:7]):
+        counts: dict[str, int] = {}
+        for g in groups:
+            counts[g.label] = counts.get(g.label, 0) + 1
+        for g in groups:
+            if counts[g.label] > 1:
+                g.label = f"{g.label} #{suffix(g)}"
+
+
+def _pair_spurious(groups: list[Group]) -> None:
+    for g in groups:
+        if not g.spurious:
+            continue
+        partners = [c for c in groups if not c.spurious and c.info["config_hash"] == g.info["config_hash"]
+                    and c.info["data"].get("test_fingerprint") == g.info["data"].get("test_fingerprint")]
+        if partners:
+            clean = partners[0]
+            g.clean_partner = clean.label
+            g.spurious_drop = {m: clean.stats[m].mean - g.stats[m].mean for m in DROP_METRICS
+                               if m in clean.stats and m in g.stats}
+
+
+def summary(groups: list[Group], headline: list[str]) -> dict[str, Any]:
+    """JSON-able summary of every group: identity, runs, every metric's mean / std / n / values, drops."""
+    return {
+        "grouping": "config_hash + data fingerprint; std is the sample standard deviation (ddof=1) over runs",
+        "headline": headline,
+        "groups": [_group_summary(g) for g in groups],
+    }
+
+
+def _group_summary(g: Group) -> dict[str, Any]:
+    info = g.info
+    return {
+        "label": g.label,
+        "config_hash": info["config_hash"],
+        "method": info.get("method"),
+        "ser": info.get("ser"),
+        "data_fingerprint": info["data"]["fingerprint"],
+        "spurious": g.spurious,
+        "n_runs": len(g.records),
+        "seeds": [r.info.get("seed") for r in g.records],
+        "evals": [str(r.path) for r in g.records],
+        "metrics": {k: {"mean": s.mean, "std": s.std, "n": s.n, "values": list(s.values)} for k, s in g.stats.items()},
+        "spurious_drop": g.spurious_drop or None,
+        "clean_partner": g.clean_partner,
+    }

@@ -1,0 +1,135 @@
+"""Renderings of grouped evaluations: the headline table (Rich and Markdown), `report.md` and the curve data.
+
+Rows are groups (a configuration on a dataset), columns the headline metrics as "mean +- std" over the group's
+seeds (a single run shows its value alone). The headline is: class-IL and task-IL final average accuracy, class-IL
+forgetting, clean accuracy, PGD and FGSM accuracy at a reference budget (2/255 when evaluated, else the smallest),
+the saliency branch's CC, test throughput, and, for spurious-dataset groups, the drop in class-IL accuracy from the
+clean dataset. `report.md` adds every metric, transposed (one row per metric), so nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+
+from ser_cli.metrics.robustness import ATTACKS
+from ser_cli.plots.continual import RunCurves
+from ser_cli.report.compare import Group, Stat
+
+FIXED_COLUMNS = {
+    "class_il_final_avg_acc": "class-IL acc",
+    "task_il_final_avg_acc": "task-IL acc",
+    "class_il_forgetting": "class-IL forgetting",
+    "clean_acc": "clean acc",
+}
+TAIL_COLUMNS = {"saliency_cc": "saliency CC", "test_images_per_second": "test img/s"}
+DROP_COLUMN = "spurious drop"
+REFERENCE_EPS = "2"
+
+
+def headline_columns(groups: list[Group]) -> dict[str, str]:
+    """{metric key: column title} of the headline, restricted to metrics some group reports."""
+    present = {k for g in groups for k, s in g.stats.items() if s.n}
+    columns = {k: v for k, v in FIXED_COLUMNS.items() if k in present}
+    for attack in ATTACKS:
+        keys = sorted((k for k in present if k.startswith(f"{attack}_acc_eps_")), key=_eps_of)
+        if keys:
+            ref = f"{attack}_acc_eps_{REFERENCE_EPS}"
+            key = ref if ref in keys else keys[0]
+            columns[key] = f"{attack.upper()} acc eps {key.rsplit('_', 1)[1]}/255"
+    columns.update({k: v for k, v in TAIL_COLUMNS.items() if k in present})
+    return columns
+
+
+def _eps_of(key: str) -> float:
+    return float(key.rsplit("_", 1)[1])
+
+
+def format_stat(stat: Stat | None, key: str) -> str:
+    """"71.25 +- 1.30" (several runs), "71.25" (one), "-" (none); throughput without decimals."""
+    if stat is None or stat.n == 0:
+        return "-"
+    digits = 0 if key == "test_images_per_second" else 2
+    if stat.n == 1:
+        return f"{stat.mean:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+def table_rows(groups: list[Group], columns: dict[str, str]) -> list[list[str]]:
+    """Cells of the headline table: group, runs, one per column, and the spurious drop."""
+    rows = []
+    for g in groups:
+        drop = g.spurious_drop.get("class_il_final_avg_acc")
+        drop_cell = "-" if drop is None or not math.isfinite(drop) else f"{drop:+.2f}"
+        rows.append([g.label, str(len(g.records)), *(format_stat(g.stats.get(k), k) for k in columns), drop_cell])
+    return rows
+
+
+def header(columns: dict[str, str]) -> list[str]:
+    return ["run", "n", *columns.values(), DROP_COLUMN]
+
+
+def rich_table(groups: list[Group], columns: dict[str, str]) -> Table:
+    """The headline as a Rich table (for stdout)."""
+    table = Table(title="ser compare (mean ± std over seeds; spurious drop = clean - spurious class-IL acc)")
+    for i, name in enumerate(header(columns)):
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+    for row in table_rows(groups, columns):
+        table.add_row(*(Text(cell) for cell in row))  # Text: "[spurious]" is a label, not Rich markup
+    return table
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def all_metrics_table(groups: list[Group]) -> str:
+    """Every metric as a row, every group as a column (Markdown)."""
+    keys = list(dict.fromkeys(k for g in groups for k in g.stats))
+    rows = [[k, *(format_stat(g.stats.get(k), k) for g in groups)] for k in keys]
+    return markdown_table(["metric", *(g.label for g in groups)], rows)
+
+
+def report_markdown(groups: list[Group], columns: dict[str, str], images: list[Path]) -> str:
+    """The text of `report.md`: headline table, groups and their runs, figures, every metric."""
+    parts = ["# ser compare", "",
+             "Mean ± sample standard deviation over the runs of a group (one configuration on one dataset). "
+             "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
+             "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",
+             markdown_table(header(columns), table_rows(groups, columns)), "", "## Runs", ""]
+    for g in groups:
+        seeds = ", ".join(str(r.info.get("seed")) for r in g.records)
+        parts.append(f"- **{g.label}**: config `{g.info['config_hash'][:12]}`, data "
+                     f"`{g.info['data']['fingerprint'][:12]}`, seeds {seeds}; "
+                     + ", ".join(f"`{r.path}`" for r in g.records)
+                     + (f"; clean partner: {g.clean_partner}" if g.clean_partner else ""))
+    parts += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})\n" for p in images]
+    parts += ["## Every metric", "", all_metrics_table(groups), ""]
+    return "\n".join(parts)
+
+
+def group_curves(g: Group) -> RunCurves:
+    """Mean and std over the group's runs of the accuracy and robustness curves (runs of unequal length skipped)."""
+    curves = RunCurves(g.label)
+    for key in ("class_il", "task_il"):
+        series = [r.avg_accuracy[key] for r in g.records if key in r.avg_accuracy]
+        if series and len({len(s) for s in series}) == 1:
+            stacked = np.stack(series)  # (runs, T)
+            curves.accuracy[key] = (stacked.mean(0), _std(stacked))
+    for attack in dict.fromkeys(a for r in g.records for a in r.robustness):
+        tables = [r.robustness[attack] for r in g.records if attack in r.robustness]
+        eps = sorted(set.intersection(*(set(t) for t in tables)))
+        stacked = np.array([[t[e] for e in eps] for t in tables])  # (runs, E)
+        curves.robustness[attack] = (np.array(eps), stacked.mean(0), _std(stacked))
+    return curves
+
+
+def _std(stacked: np.ndarray) -> np.ndarray:
+    return stacked.std(0, ddof=1) if len(stacked) > 1 else np.zeros(stacked.shape[1])

@@ -1,0 +1,134 @@
+"""`ser compare`: grouping by config hash, mean / std by hand, the spurious drop, report files, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ser_cli.cli.app import app
+from ser_cli.report.compare import group_evals, load_eval
+from ser_cli.report.render import format_stat, headline_columns, table_rows
+from ser_cli.runtime.errors import UserError
+from stages import compare as stage
+
+runner = CliRunner()
+CLEAN, SPUR, TEST = "d" * 64, "e" * 64, "t" * 64
+A, B = "a" * 64, "b" * 64
+
+
+def _write_eval(folder: Path, config: str, method: str, ser: bool, seed: int, data: str, spurious: bool,
+                class_il: float, curve: list[float], pgd: list[float]) -> Path:
+    """An evaluation folder as `ser evaluate` writes it (metrics.json, run.json, plots/*.csv)."""
+    (folder / "plots").mkdir(parents=True)
+    metrics = {"class_il_final_avg_acc": class_il, "task_il_final_avg_acc": class_il + 30, "clean_acc": pgd[0],
+               "class_il_forgetting": 100 - class_il, "pgd_acc_eps_2": pgd[1], "pgd_acc_eps_8": pgd[2],
+               "test_images_per_second": 1000.0 + seed}
+    if ser:
+        metrics["saliency_cc"] = 0.5 + seed / 10
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    info = {"config_hash": config, "method": method, "ser": ser, "seed": seed,
+            "label": method + ("+ser" if ser else ""),
+            "data": {"fingerprint": data, "test_fingerprint": TEST, "spurious": spurious}}
+    (folder / "run.json").write_text(json.dumps(info))
+    with (folder / "plots" / "avg_accuracy.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "class_il", "task_il"])
+        w.writerows([[t + 1, v, v + 10] for t, v in enumerate(curve)])
+    with (folder / "plots" / "robustness.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["attack", "epsilon", "eps_255", "accuracy"])
+        w.writerows([["pgd", e / 255, float(e), acc] for e, acc in zip((0, 2, 8), pgd, strict=True)])
+    return folder
+
+
+@pytest.fixture()
+def evals(tmp_path: Path) -> list[Path]:
+    """Config A: 3 seeds clean + 2 seeds spurious; config B (SER): 2 seeds clean."""
+    return [
+        _write_eval(tmp_path / "a0", A, "derpp", False, 0, CLEAN, False, 40.0, [90, 60, 40.0], [50, 30, 10]),
+        _write_eval(tmp_path / "b0", B, "derpp", True, 0, CLEAN, False, 50.0, [92, 70, 50.0], [60, 40, 20]),
+        _write_eval(tmp_path / "a1", A, "derpp", False, 1, CLEAN, False, 44.0, [88, 62, 44.0], [54, 34, 12]),
+        _write_eval(tmp_path / "as0", A, "derpp", False, 0, SPUR, True, 30.0, [95, 50, 30.0], [40, 20, 5]),
+        _write_eval(tmp_path / "a2", A, "derpp", False, 2, CLEAN, False, 45.0, [91, 63, 45.0], [55, 35, 15]),
+        _write_eval(tmp_path / "b1", B, "derpp", True, 1, CLEAN, False, 54.0, [93, 72, 54.0], [62, 41, 22]),
+        _write_eval(tmp_path / "as1", A, "derpp", False, 1, SPUR, True, 36.0, [96, 52, 36.0], [42, 22, 6]),
+    ]
+
+
+def test_groups_by_config_hash_and_data_with_mean_and_sample_std(evals: list[Path]) -> None:
+    groups = group_evals([load_eval(p) for p in evals])
+    assert [g.label for g in groups] == ["derpp", "derpp+ser", "derpp [spurious]"]
+    assert [[r.path.name for r in g.records] for g in groups] == [["a0", "a1", "a2"], ["b0", "b1"], ["as0", "as1"]]
+    a = groups[0].stats["class_il_final_avg_acc"]
+    assert a.mean == pytest.approx((40 + 44 + 45) / 3) and a.n == 3
+    assert a.std == pytest.approx(statistics.stdev([40, 44, 45]))
+    b = groups[1].stats["saliency_cc"]
+    assert b.mean == pytest.approx(0.55) and b.std == pytest.approx(statistics.stdev([0.5, 0.6]))
+    assert "saliency_cc" not in groups[0].stats
+    drop = groups[2].spurious_drop
+    assert drop["class_il_final_avg_acc"] == pytest.approx(43.0 - 33.0)
+    assert drop["task_il_final_avg_acc"] == pytest.approx(10.0)
+    assert groups[2].clean_partner == "derpp" and not groups[0].spurious_drop and not groups[1].spurious_drop
+
+
+def test_headline_table_cells(evals: list[Path]) -> None:
+    groups = group_evals([load_eval(p) for p in evals])
+    columns = headline_columns(groups)
+    assert list(columns) == ["class_il_final_avg_acc", "task_il_final_avg_acc", "class_il_forgetting", "clean_acc",
+                             "pgd_acc_eps_2", "saliency_cc", "test_images_per_second"]
+    rows = table_rows(groups, columns)
+    assert rows[0][:3] == ["derpp", "3", f"43.00 ± {statistics.stdev([40, 44, 45]):.2f}"]
+    assert rows[1][-2:] == ["1000 ± 1", "-"] and rows[1][-3] == "0.55 ± 0.07"
+    assert rows[2][-1] == "+10.00" and rows[0][-3] == "-"  # no saliency CC without SER
+    assert format_stat(groups[0].stats["clean_acc"], "clean_acc") == f"53.00 ± {statistics.stdev([50, 54, 55]):.2f}"
+
+
+def test_colliding_labels_get_the_config_hash(tmp_path: Path) -> None:
+    e1 = _write_eval(tmp_path / "x", A, "er", False, 0, CLEAN, False, 40.0, [40.0], [50, 30, 10])
+    e2 = _write_eval(tmp_path / "y", B, "er", False, 0, CLEAN, False, 42.0, [42.0], [50, 30, 10])
+    assert [g.label for g in group_evals([load_eval(e1), load_eval(e2)])] == ["er #aaaaaaa", "er #bbbbbbb"]
+
+
+def test_report_files(evals: list[Path], tmp_path: Path) -> None:
+    result = stage.run(evals, tmp_path / "report")
+    out = tmp_path / "report"
+    summary = json.loads((out / "summary.json").read_text())
+    first = summary["groups"][0]
+    assert first["n_runs"] == 3 and first["seeds"] == [0, 1, 2] and first["config_hash"] == A
+    assert first["metrics"]["class_il_final_avg_acc"]["values"] == [40.0, 44.0, 45.0]
+    assert summary["groups"][2]["spurious_drop"]["class_il_final_avg_acc"] == pytest.approx(10.0)
+    report = (out / "report.md").read_text()
+    assert "| derpp [spurious] | 2 | 33.00 ± 4.24 |" in report and "+10.00" in report
+    assert "![accuracy_curves](accuracy_curves.png)" in report
+    assert "![robustness_curves](robustness_curves.png)" in report
+    for name in ("accuracy_curves.png", "robustness_curves.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert result.table.row_count == 3 and not Path(f"{out}.partial").exists()
+
+
+def test_bad_inputs_are_one_line_user_errors(evals: list[Path], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = [([tmp_path / "empty"], "not an evaluation folder"), ([evals[0], evals[0]], "more than once"),
+             ([], "at least one")]
+    for folders, words in cases:
+        with pytest.raises(UserError, match=words):
+            stage.run(folders, tmp_path / "r")
+    with pytest.raises(UserError, match="is one of the evaluation folders"):
+        stage.run(evals[:2], evals[1])
+
+
+def test_cli_prints_the_table_and_the_folder(evals: list[Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compare", *map(str, evals), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "derpp [spurious]" in result.stdout and result.stdout.strip().endswith(str(tmp_path / "r"))
+    as_json = json.loads(runner.invoke(app, ["compare", *map(str, evals[:2]), "--out", str(tmp_path / "r"),
+                                             "--json"]).stdout)
+    assert [g["label"] for g in as_json["groups"]] == ["derpp", "derpp+ser"]
+    bad = runner.invoke(app, ["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "not an evaluation folder" in lines[0]
