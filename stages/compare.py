@@ -16,7 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from ser_cli.plots.continual import plot_runs_accuracy, plot_runs_robustness
-from ser_cli.report.compare import group_evals, load_eval, summary
+from ser_cli.report.compare import Group, group_evals, load_eval, summary
 from ser_cli.report.render import group_curves, headline_columns, report_markdown, rich_table
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
@@ -61,7 +61,7 @@ def _check_inputs(evals: list[Path], out: Path) -> None:
         raise UserError(f"--out {out}: exists and is not a folder")
 
 
-def _figures(groups: list, folder: Path) -> list[Path]:
+def _figures(groups: list[Group], folder: Path) -> list[Path]:
     curves = [group_curves(g) for g in groups]
     images = []
     with_accuracy = [c for c in curves if {"class_il", "task_il"} <= set(c.accuracy)]

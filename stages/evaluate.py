@@ -24,7 +24,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 import torch
+from rich.progress import Progress
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -220,7 +221,7 @@ class EvalScope:
         return cls(n_tasks, settings.classes_per_task, n_logits, rows, labels[rows],
                    data.splits["test"].n_fixations > 0)
 
-    def logits_fn(self, model: EvaluableRun):
+    def logits_fn(self, model: EvaluableRun) -> Callable[[Tensor], Tensor]:
         """The attacked and scored function: the run's logits over the classes in scope."""
         return lambda x01: model.logits(x01)[:, : self.n_logits]
 
@@ -244,7 +245,7 @@ class _Loader:
             dataset.close()
 
 
-def _test_pass(model: EvaluableRun, scope: EvalScope, loader: _Loader, bar) -> EvalPass:
+def _test_pass(model: EvaluableRun, scope: EvalScope, loader: _Loader, bar: Progress) -> EvalPass:
     """Accuracy per task, saliency scores and forward time over every test image in scope."""
     T = scope.n_tasks
     result = EvalPass(np.zeros(T, np.int64), np.zeros(T, np.int64), np.zeros(T, np.int64))
@@ -319,7 +320,7 @@ def _test_metrics(test: EvalPass, scope: EvalScope) -> dict[str, float]:
 
 
 def _robustness(model: EvaluableRun, scope: EvalScope, loader: _Loader, cfg: EvaluateConfig, attacks: list[str],
-                epsilons: list[float], bar) -> RobustnessResult:
+                epsilons: list[float], bar: Progress) -> RobustnessResult:
     rows = scope.rows[stratified_subset(scope.labels, cfg.attack_images, cfg.seed)]
     task = bar.add_task("adversarial attacks", total=len(rows), info=f"{len(attacks)}x{len(epsilons)} budgets")
     batches = ((x01, labels) for x01, labels, *_ in loader.batches(rows))
@@ -354,7 +355,7 @@ def _overlay(model: EvaluableRun, scope: EvalScope, loader: _Loader, seed: int) 
     return Overlay(images, pred.detach().float().cpu().numpy(), targets, titles, name)
 
 
-def input_gradient_saliency(logits_fn, x01: Tensor, labels: Tensor) -> Tensor:
+def input_gradient_saliency(logits_fn: Callable[[Tensor], Tensor], x01: Tensor, labels: Tensor) -> Tensor:
     """|d logit_y / d x| maximised over colour channels, (B, H, W) (Simonyan et al., 2014)."""
     x = x01.detach().requires_grad_(True)
     chosen = logits_fn(x).gather(1, labels[:, None]).sum()

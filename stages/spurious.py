@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from rich.progress import Progress
 
 from ser_cli.data.schema import SPLITS
 from ser_cli.data.store import DataFile, read_image
@@ -58,7 +59,7 @@ def _check(data: DataFile, out: Path) -> None:
                         "add 10(c+1)")
 
 
-def _copy_split(group: h5py.Group, writer: StoreWriter, split: str, bar) -> None:
+def _copy_split(group: h5py.Group, writer: StoreWriter, split: str, bar: Progress) -> None:
     n = int(group["labels"].shape[0])
     with_maps, with_fixations = "maps" in group, "fixation_ptr" in group
     writer.create_split(split, n, with_maps=with_maps, with_fixations=with_fixations)

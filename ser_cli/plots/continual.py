@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 SCENARIOS = (("class_il", "class-IL"), ("task_il", "task-IL"))
 
@@ -53,7 +54,7 @@ def plot_accuracy_matrix(path: Path, matrices: dict[str, np.ndarray]) -> Path:
     return _save(fig, Path(path))
 
 
-def _heatmap(ax: Axes, R: np.ndarray, title: str):
+def _heatmap(ax: Axes, R: np.ndarray, title: str) -> AxesImage:
     T = len(R)
     image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0, vmax=100)
     ax.set_facecolor("#eeeeee")  # tasks not trained yet
