@@ -3,12 +3,25 @@ class-specific place on a noisy background, and its saliency map is a blob on th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import TensorTaskStream
 
 H, W = 16, 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread during each test, restored afterwards: on the shared 2-core machine, OpenMP threads
+    spinning against other processes made these tiny runs 10-15x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _split(n_classes: int, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -23,8 +36,9 @@ def _split(n_classes: int, per_class: int, generator: torch.Generator) -> tuple[
     return images, maps / maps.sum(dim=(1, 2), keepdim=True), labels
 
 
-def tiny_stream(n_tasks: int = 3, classes_per_task: int = 2, batch_size: int = 4, per_class: int = 8,
-                seed: int = 0) -> TensorTaskStream:
+def tiny_stream(
+    n_tasks: int = 3, classes_per_task: int = 2, batch_size: int = 4, per_class: int = 8, seed: int = 0
+) -> TensorTaskStream:
     """A stream of n_tasks x classes_per_task classes, per_class training and 4 test images per class."""
     generator = torch.Generator().manual_seed(seed)
     n_classes = n_tasks * classes_per_task
@@ -35,6 +49,16 @@ def tiny_stream(n_tasks: int = 3, classes_per_task: int = 2, batch_size: int = 4
 
 def tiny_settings(**overrides: object) -> TrainSettings:
     """Settings for the tiny stream: reduced ResNet-18, 3 tasks x 2 classes, batch 4, buffer 12."""
-    base = dict(method="derpp", backbone="resnet18_reduced", n_tasks=3, classes_per_task=2, batch_size=4,
-                minibatch_size=4, buffer_size=12, lr=0.05, seed=0, precision="fp32")
+    base = dict(
+        method="derpp",
+        backbone="resnet18_reduced",
+        n_tasks=3,
+        classes_per_task=2,
+        batch_size=4,
+        minibatch_size=4,
+        buffer_size=12,
+        lr=0.05,
+        seed=0,
+        precision="fp32",
+    )
     return TrainSettings(**{**base, **overrides})

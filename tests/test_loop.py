@@ -16,12 +16,14 @@ from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
 from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.errors import RunFailure, UserError
-from tests.continual_data import tiny_settings, tiny_stream
+from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
 
 
 def _same_matrix(a: list[list[float]], b: list[list[float]]) -> bool:
     return all(
-        (math.isnan(x) and math.isnan(y)) or x == y for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb)
+        (math.isnan(x) and math.isnan(y)) or x == y
+        for ra, rb in zip(a, b, strict=True)
+        for x, y in zip(ra, rb, strict=True)
     )
 
 
@@ -88,8 +90,11 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(method: str, 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_after_the_last_good_checkpoint() -> None:
     checkpoints: list[int] = []
-    trainer = ContinualTrainer(tiny_settings(method="er", checkpoint_every=2), tiny_stream(),
-                               checkpoint=lambda state: checkpoints.append(state["position"]["step"]))
+    trainer = ContinualTrainer(
+        tiny_settings(method="er", checkpoint_every=2),
+        tiny_stream(),
+        checkpoint=lambda state: checkpoints.append(state["position"]["step"]),
+    )
     losses = trainer.method.losses
 
     def poisoned(x: torch.Tensor, labels: torch.Tensor):

@@ -16,7 +16,7 @@ from ser_cli.continual.methods.derpp import derpp_terms
 from ser_cli.continual.methods.er_ace import ace_mask
 from ser_cli.continual.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer
 from ser_cli.runtime.errors import UserError
-from tests.continual_data import tiny_settings, tiny_stream
+from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
 
 SHAPE = (3, 16, 24)
 
@@ -77,8 +77,14 @@ def test_derpp_step_uses_two_independent_draws_and_stores_pre_update_logits() ->
     norm = method.learner.normalize
     stream_logits = net(norm(batch.images))
     expected = derpp_terms(
-        stream_logits, batch.labels, net(norm(buf.images[idx_1])), buf.logits[idx_1],
-        net(norm(buf.images[idx_2])), buf.labels[idx_2], 0.3, 0.7,
+        stream_logits,
+        batch.labels,
+        net(norm(buf.images[idx_1])),
+        buf.logits[idx_1],
+        net(norm(buf.images[idx_2])),
+        buf.labels[idx_2],
+        0.3,
+        0.7,
     )
     for name in ("stream_ce", "replay_mse", "replay_ce"):
         assert torch.allclose(losses[name], expected[name], rtol=1e-5, atol=1e-6), name
@@ -140,8 +146,9 @@ def test_er_ace_masks_the_stream_loss_and_replays_only_from_the_second_task() ->
     batch = _batch(0)
     first = method.observe(batch)
     assert set(first) == {"stream_ce", "loss"}
-    assert torch.allclose(first["stream_ce"], F.cross_entropy(net(method.learner.normalize(batch.images)),
-                                                              batch.labels), rtol=1e-5)
+    assert torch.allclose(
+        first["stream_ce"], F.cross_entropy(net(method.learner.normalize(batch.images)), batch.labels), rtol=1e-5
+    )
     method.before_task(1)
     batch = _batch(1)  # labels 2 and 3; seen so far: 0..3 -> keep {present} | {3, 4, 5}
     net = copy.deepcopy(method.learner.classifier)

@@ -16,7 +16,7 @@ from ser_cli.continual.ser import saliency_optimizer
 from ser_cli.metrics.saliency import kld_loss
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import UserError
-from tests.continual_data import tiny_settings, tiny_stream
+from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
 
 
 def _batch(stream, task: int = 0, n: int = 4) -> StreamBatch:
@@ -30,7 +30,8 @@ def _capture_stage_io(classifier) -> tuple[dict, list]:
     for i, block in enumerate(classifier.blocks):
         handles.append(block.register_forward_hook(lambda m, a, out, i=i: pre.__setitem__(i, out.detach())))
         handles.append(block.register_forward_pre_hook(lambda m, a, i=i: received.__setitem__(i - 1, a[0].detach())))
-    handles.append(classifier.head.register_forward_pre_hook(lambda m, a: received.__setitem__("pooled", a[0].detach())))
+    head = classifier.head
+    handles.append(head.register_forward_pre_hook(lambda m, a: received.__setitem__("pooled", a[0].detach())))
     return {"pre": pre, "received": received}, handles
 
 
@@ -78,7 +79,7 @@ def test_saliency_update_is_one_kl_step_on_the_stream_batch_only() -> None:
     learner = build_learner(settings, "cpu")
     method = build_method("derpp", learner, settings, (3, 16, 24))
     stream = tiny_stream()
-    for images, maps, labels, _ in stream.train_loader([0]):
+    for images, _, labels, _ in stream.train_loader([0]):
         method.buffer.add(images, labels, task=0, logits=torch.randn(len(labels), settings.n_classes))
     reference = copy.deepcopy(learner.saliency.net)
     ref_opt = saliency_optimizer(reference, settings.sal_lr)
@@ -94,7 +95,8 @@ def test_saliency_update_is_one_kl_step_on_the_stream_batch_only() -> None:
     ref_loss.backward()
     ref_opt.step()
     assert torch.equal(losses["saliency_kld"], ref_loss.detach())
-    for (name, got), (_, want) in zip(learner.saliency.net.state_dict().items(), reference.state_dict().items()):
+    net_state = learner.saliency.net.state_dict()
+    for (name, got), (_, want) in zip(net_state.items(), reference.state_dict().items(), strict=True):
         assert torch.equal(got, want), name
     for got, want in zip(learner.saliency.net.parameters(), reference.parameters(), strict=True):
         assert torch.equal(got.grad, want.grad)  # no classification gradient added after the saliency step
@@ -136,8 +138,9 @@ def test_stream_role_refuses_another_batch() -> None:
 def test_frozen_saliency_branch_is_bit_identical_after_training() -> None:
     net = SaliencyNet("resnet18_reduced")
     initial = copy.deepcopy(net.state_dict())
-    trainer = ContinualTrainer(tiny_settings(method="derpp", ser=True, saliency_frozen=True), tiny_stream(),
-                               saliency_net=net)
+    trainer = ContinualTrainer(
+        tiny_settings(method="derpp", ser=True, saliency_frozen=True), tiny_stream(), saliency_net=net
+    )
     branch = trainer.learner.saliency
     assert branch.optimizer is None and not net.training
     assert not any(p.requires_grad for p in net.parameters())

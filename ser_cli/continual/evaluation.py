@@ -68,9 +68,8 @@ def _hits(logits: Tensor, labels: Tensor, classes: range, allowed: Tensor | None
     """(3,) class-IL hits, task-IL hits and batch size."""
     class_il = logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
     task_il = logits[:, classes.start : classes.stop].argmax(1) + classes.start  # (B,)
-    return torch.stack(
-        [(class_il.argmax(1) == labels).sum(), (task_il == labels).sum(), torch.tensor(len(labels), device=labels.device)]
-    )
+    size = torch.tensor(len(labels), device=labels.device)
+    return torch.stack([(class_il.argmax(1) == labels).sum(), (task_il == labels).sum(), size])
 
 
 def _scores(counts: list[int], sums: list[float], ser: bool) -> TaskScores:

@@ -192,10 +192,9 @@ class ContinualTrainer:
         self._evaluate(phase.row)
         pos.phase, pos.epoch, pos.batch = pos.phase + 1, 0, 0
         row = phase.row
-        self._report(
-            ProgressEvent("task_end", phase.task, self.settings.epochs - 1, 0, pos.step, {},
-                          self.matrices["class_il"][row], self.matrices["task_il"][row])
-        )
+        end = ProgressEvent("task_end", phase.task, epoch=self.settings.epochs - 1, batch=0, step=pos.step)
+        end.class_il, end.task_il = list(self.matrices["class_il"][row]), list(self.matrices["task_il"][row])
+        self._report(end)
         self._checkpoint()
 
     def _step(self, batch: Batch, phase: Phase) -> dict[str, float]:

@@ -86,7 +86,7 @@ class Method(ABC):
         """Hook called before the first step of `task`."""
         self.task = task
 
-    def after_task(self, task: int) -> None:
+    def after_task(self, task: int) -> None:  # noqa: B027  (a hook: nothing to do by default)
         """Hook called after the last step of `task`, before evaluation."""
 
     def observe(self, batch: StreamBatch) -> dict[str, Tensor]:
@@ -148,5 +148,5 @@ class Method(ABC):
         """State specific to a method (e.g. ER-ACE's seen classes); empty by default."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027  (no extra state by default)
         """Restore `extra_state()`."""

@@ -63,7 +63,6 @@ class DarkExperienceReplayPlusPlus(Method):
         logits_1 = self.learner.logits(x1, "replay")
         x2, draw_2 = self.replay(m)  # an independent draw
         logits_2 = self.learner.logits(x2, "replay")
-        terms = derpp_terms(
-            logits, labels, logits_1, draw_1["logits"], logits_2, draw_2["labels"], self.settings.alpha, self.settings.beta
-        )
+        alpha, beta = self.settings.alpha, self.settings.beta
+        terms = derpp_terms(logits, labels, logits_1, draw_1["logits"], logits_2, draw_2["labels"], alpha, beta)
         return StepLosses(terms, logits)

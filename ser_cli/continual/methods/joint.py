@@ -3,8 +3,8 @@
 The step is fine-tuning's (stream cross-entropy, no replay); what differs is the schedule: `schedule = "joint"`
 tells the training loop to replace the task sequence by ONE phase whose loader is the union of all tasks'
 training sets shuffled together (`TaskStream.train_loader(tasks=[0, ..., T-1], epoch)`), run for `epochs` passes,
-and to evaluate once at the end: only the last row of the accuracy matrices is filled (the earlier rows stay NaN). With SER the saliency
-branch trains on the same shuffled batches.
+and to evaluate once at the end: only the last row of the accuracy matrices is filled (the earlier rows stay NaN).
+With SER the saliency branch trains on the same shuffled batches.
 """
 
 from __future__ import annotations
