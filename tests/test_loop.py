@@ -12,6 +12,7 @@ import torch
 
 from ser_cli.config import TrainConfig
 from ser_cli.continual.evaluation import evaluate_task
+from ser_cli.continual.learner import restore_learner
 from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
 from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.settings import TrainSettings
@@ -181,3 +182,24 @@ def test_settings_convert_from_the_train_config() -> None:
     assert settings.to_dict()["mnp_blocks"] == [1, 0, 1, 0, 1]
     with pytest.raises(UserError, match="train.lr"):
         TrainSettings(lr=0.0)
+
+
+def test_a_trained_learner_is_restored_from_the_final_state() -> None:
+    saved: list[bytes] = []
+    trainer = ContinualTrainer(
+        tiny_settings(method="derpp", ser=True, mnp="dwseparable"),
+        tiny_stream(),
+        checkpoint=lambda state: saved.append(_serialise(state)),
+    )
+    trainer.run()
+    state = torch.load(io.BytesIO(saved[-1]), weights_only=True)
+    learner = restore_learner(TrainSettings.from_mapping(state["settings"]), state["learner"], "cpu")
+    trainer.learner.train(False)
+    images = next(iter(tiny_stream().test_loader(2)))[0]
+    x01 = images.float() / 255
+    with torch.no_grad():
+        assert torch.equal(learner.eval_logits(x01), trainer.learner.eval_logits(x01))
+        assert torch.equal(
+            learner.predict_saliency(learner.normalize(images)),
+            trainer.learner.predict_saliency(trainer.learner.normalize(images)),
+        )

@@ -200,3 +200,9 @@ def test_normalizer_is_imagenet_mean_std() -> None:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.allclose(Normalizer("cpu")(images), (images / 255.0 - mean) / std, atol=1e-5)
+
+
+def test_normalizer_unit_scale_matches_the_uint8_path() -> None:
+    images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
+    norm = Normalizer("cpu")
+    assert torch.allclose(norm.unit(images / 255.0), norm(images), atol=1e-5)

@@ -154,3 +154,21 @@ def test_frozen_saliency_branch_is_bit_identical_after_training() -> None:
 def test_saliency_net_must_match_the_classifier_backbone() -> None:
     with pytest.raises(UserError, match="taps"):
         build_learner(tiny_settings(ser=True, backbone="resnet18_reduced"), "cpu", SaliencyNet("resnet18"))
+
+
+def test_eval_logits_are_differentiable_end_to_end_through_both_branches() -> None:
+    learner = build_learner(tiny_settings(ser=True), "cpu")
+    learner.train(False)
+    batch = _batch(tiny_stream())
+    x01 = (batch.images.float() / 255).requires_grad_(True)
+    logits = learner.eval_logits(x01)
+    with torch.no_grad():
+        assert torch.allclose(logits, learner.logits(learner.normalize(batch.images), "replay"), atol=1e-5)
+    (grad_full,) = torch.autograd.grad(logits[:, 0].sum(), x01)
+    # The same function with the saliency taps cut from the graph: the classifier-only part of the gradient.
+    x = learner.normalize.unit(x01)
+    taps = [t.detach() for t in learner.saliency.eval_features(x)]
+    cut = learner.classifier(x, modulate=lambda i, c: learner.modulation(i, c, taps[i]))
+    (grad_cut,) = torch.autograd.grad(cut[:, 0].sum(), x01)
+    assert torch.allclose(cut, logits, atol=1e-6)
+    assert not torch.allclose(grad_full, grad_cut, atol=1e-6)  # the saliency branch contributes to the gradient

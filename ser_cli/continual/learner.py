@@ -1,12 +1,13 @@
 """The network a continual-learning method trains: a classifier, plus the SER branch and modulation when SER is on.
 
 Methods are written once and stay SER-agnostic: they call `learner.logits(x, role)` with role `"stream"` for the
-current stream batch and `"replay"` for buffer images (`"eval"` for test images). Without SER both roles are the
+current stream batch and `"replay"` for buffer images (`"eval"` for test images). Without SER every role is the
 plain classifier. With SER (Bellitto et al., NeurIPS 2024, method.md section 4) the loop first runs
 `saliency_step` on the stream batch, which trains the saliency branch and keeps its (pre-update, detached) encoder
-taps; `"stream"` then modulates the classifier with those taps, and `"replay"` / `"eval"` with taps of the branch in
-eval mode without gradients. At each enabled point the modulation replaces the classifier's ReLU(c_i) by, for
-`multiply`, ReLU(c_i * s_i).
+taps; `"stream"` then modulates the classifier with those taps, `"replay"` with taps of the branch in eval mode
+without gradients, and `"eval"` with taps of the branch in eval mode through which gradients do flow, so that
+adversarial attacks run end to end through both branches (method.md section 5). At each enabled point the
+modulation replaces the classifier's ReLU(c_i) by, for `multiply`, ReLU(c_i * s_i).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class Learner:
 
         Args:
             x: Normalised images, (B, 3, H, W).
-            role: "stream" for the batch given to `saliency_step`, "replay" for buffer images, "eval" for tests.
+            role: "stream" for the batch given to `saliency_step`, "replay" for buffer images, "eval" for test or
+                attacked images (differentiable through the saliency branch).
 
         Returns:
             (B, n_classes) logits.
@@ -113,8 +115,10 @@ class Learner:
         return self.classifier(x, modulate=self._modulate(self._taps(x, role)))
 
     def _taps(self, x: Tensor, role: Role) -> list[Tensor]:
-        if role != "stream":
+        if role == "replay":
             return self.saliency.features(x)
+        if role == "eval":
+            return self.saliency.eval_features(x)
         if self._stream is None or self._stream[0] is not x:
             raise RuntimeError("role='stream' needs the batch passed to saliency_step in this step")
         return self._stream[1]
@@ -132,12 +136,25 @@ class Learner:
             raise RuntimeError("predict_saliency needs SER")
         return self.saliency.predict(x)
 
+    def eval_logits(self, x01: Tensor) -> Tensor:
+        """Logits of float images on the [0, 1] scale, for evaluation and attacks (call `train(False)` first).
+
+        Args:
+            x01: (B, 3, H, W) in [0, 1].
+
+        Returns:
+            (B, n_classes), differentiable end to end with respect to `x01` (both branches).
+        """
+        with self.autocast():
+            return self.logits(self.normalize.unit(x01), "eval")
+
     def state_dict(self) -> dict[str, Any]:
-        """Weights of every network (and the saliency optimiser)."""
+        """Weights of every network (and the saliency optimiser), plus what rebuilds the saliency net."""
         state: dict[str, Any] = {"classifier": self.classifier.state_dict()}
         if self.modulation is not None:
             state["modulation"] = self.modulation.state_dict()
             state["saliency"] = self.saliency.state_dict()
+            state["saliency_config"] = self.saliency.net.config()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,3 +201,21 @@ def build_learner(
     modulation = modulation.to(device, memory_format=memory_format)
     branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast)
     return Learner(classifier, normalizer, branch, modulation, learner_autocast)
+
+
+def restore_learner(settings: TrainSettings, state: dict[str, Any], device: torch.device | str) -> Learner:
+    """Rebuild a trained learner from `Learner.state_dict()` (the `"learner"` entry of a training state).
+
+    Args:
+        settings: The run's settings (the `"settings"` entry, via `TrainSettings.from_mapping`).
+        state: The learner's state.
+        device: Where to put it.
+
+    Returns:
+        The learner, in eval mode.
+    """
+    net = SaliencyNet(**state["saliency_config"]) if settings.ser else None
+    learner = build_learner(settings, device, net)
+    learner.load_state_dict(state)
+    learner.train(False)
+    return learner

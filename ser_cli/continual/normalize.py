@@ -50,3 +50,15 @@ class Normalizer:
         """
         x = images.to(self.device, non_blocking=True).float()  # (B, 3, H, W) in 0..255
         return torch.addcmul(self.shift, x, self.scale).contiguous(memory_format=self.memory_format)
+
+    def unit(self, x01: Tensor) -> Tensor:
+        """Normalise float images on the [0, 1] scale, differentiably (adversarial attacks work on that scale).
+
+        Args:
+            x01: float (B, 3, H, W) in [0, 1].
+
+        Returns:
+            (B, 3, H, W) `(x01 - mean) / std` on the normaliser's device, in its memory format.
+        """
+        x = torch.addcmul(self.shift, x01.to(self.device), 255.0 * self.scale)  # 255 * scale = 1 / std
+        return x.contiguous(memory_format=self.memory_format)

@@ -88,7 +88,12 @@ class SaliencyBranch:
 
     @torch.no_grad()
     def features(self, x: Tensor) -> list[Tensor]:
-        """Encoder taps of replayed or evaluated images: eval mode, no gradient (method.md section 4, step 3)."""
+        """Encoder taps of replayed images: eval mode, no gradient (method.md section 4, step 3)."""
+        with self._eval_mode(), self.autocast():
+            return self.net.encoder.features(x)
+
+    def eval_features(self, x: Tensor) -> list[Tensor]:
+        """Encoder taps of test images: eval mode, differentiable with respect to `x` (end-to-end attacks)."""
         with self._eval_mode(), self.autocast():
             return self.net.encoder.features(x)
 
