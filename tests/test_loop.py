@@ -16,6 +16,7 @@ from ser_cli.continual.learner import restore_learner
 from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
 from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.settings import TrainSettings
+from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.runtime.errors import RunFailure, UserError
 from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
 
@@ -203,3 +204,36 @@ def test_a_trained_learner_is_restored_from_the_final_state() -> None:
             learner.predict_saliency(learner.normalize(images)),
             trainer.learner.predict_saliency(trainer.learner.normalize(images)),
         )
+
+
+class _Scenario(ClassIncrementalScenario):
+    """The HDF5 scenario with the `image_shape` the `TaskStream` protocol asks for."""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (3, self.data.height, self.data.width)
+
+
+def test_exact_resume_through_the_hdf5_scenario(tiny_synth) -> None:
+    """The same guarantee with the real data path (DataLoader over the HDF5 file, `start_batch` skipping)."""
+    settings = TrainSettings(
+        method="derpp",
+        ser=True,
+        n_tasks=2,
+        classes_per_task=2,
+        batch_size=4,
+        minibatch_size=4,
+        buffer_size=10,
+        precision="fp32",
+        checkpoint_every=2,
+    )
+    saved: dict[int, bytes] = {}
+    scenario = _Scenario(tiny_synth, None, n_tasks=2, classes_per_task=2, batch_size=4, seed=settings.seed)
+    full = ContinualTrainer(
+        settings, scenario, checkpoint=lambda state: saved.setdefault(state["position"]["step"], _serialise(state))
+    )
+    assert full.run().steps == 6  # 12 training images per task, batch 4
+    resumed = ContinualTrainer(settings, _Scenario(tiny_synth, None, 2, 2, batch_size=4, seed=settings.seed))
+    resumed.load_state_dict(torch.load(io.BytesIO(saved[4]), weights_only=True))  # task 1, batch 1 of 3
+    resumed.run()
+    _assert_same_run(full, resumed)
