@@ -106,7 +106,11 @@ def test_a_nan_loss_stops_the_run_naming_the_step_after_the_last_good_checkpoint
         return out
 
     trainer.method.losses = poisoned
-    with pytest.raises(RunFailure, match=r"non-finite loss stream_ce=nan at step 5 \(task 1, epoch 0, batch 1\)"):
+    with pytest.raises(
+        RunFailure,
+        match=r"non-finite loss stream_ce=nan at step 5 \(task 1, epoch 0, batch 1\); the last good state is the "
+        r"checkpoint of step 4",
+    ):
         trainer.run()
     assert checkpoints == [2, 4, 4]  # every 2 steps, and the end of task 0: all before the bad step
 

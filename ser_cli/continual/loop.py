@@ -153,6 +153,7 @@ class ContinualTrainer:
         # The global RNGs are shared by every trainer of the process: each keeps its own state between runs.
         self._rng = _capture_rng()
         self._running = False
+        self._checkpointed_step: int | None = None
         nan_matrix = [[math.nan] * settings.n_tasks for _ in range(settings.n_tasks)]
         self.matrices: dict[str, list[list[float]]] = {"class_il": nan_matrix, "task_il": _copy(nan_matrix)}
         if self.learner.ser:
@@ -164,7 +165,9 @@ class ContinualTrainer:
         """Train (from the current position, so also after `load_state_dict`) to the end of the stream.
 
         Raises:
-            RunFailure: a loss became NaN or infinite; the message names the step and the loss.
+            RunFailure: a loss became NaN or infinite; the message names the step, the loss and the last checkpoint.
+                Checkpoints are only taken after steps whose losses were finite, so the last one written is the
+                last good state; the poisoned state is never handed to `checkpoint`.
         """
         _restore_rng(self._rng)
         self._running = True
@@ -211,7 +214,7 @@ class ContinualTrainer:
             pos = self.position
             raise RunFailure(
                 f"non-finite loss {bad[0]}={values[bad[0]]} at step {pos.step} (task {phase.task}, epoch {pos.epoch}, "
-                f"batch {pos.batch}); the last checkpoint written before this step is the last good state"
+                f"batch {pos.batch}); {self._last_good()}"
             )
         return values
 
@@ -243,6 +246,12 @@ class ContinualTrainer:
     def _checkpoint(self) -> None:
         if self.checkpoint is not None:
             self.checkpoint(self.state_dict())
+            self._checkpointed_step = self.position.step
+
+    def _last_good(self) -> str:
+        if self._checkpointed_step is None:
+            return "no checkpoint was written before it"
+        return f"the last good state is the checkpoint of step {self._checkpointed_step}"
 
     def result(self) -> ContinualResult:
         """The matrices so far, the step count and the buffer size."""
