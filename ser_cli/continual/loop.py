@@ -295,6 +295,7 @@ class ContinualTrainer:
         self.position = Position(**state["position"])
         self.matrices = _copy(state["matrices"])
         self._rng = state["rng"]
+        self._checkpointed_step = self.position.step  # the state just loaded is a good one
 
 
 def _phases(schedule: str, n_tasks: int) -> list[Phase]:
