@@ -78,14 +78,14 @@ class SaliencyConfig(Section):
 
     backbone: str = Field("resnet18_reduced", description="Encoder backbone; must match the classifier's for SER.")
     n_gaussians: int = Field(0, ge=0, le=64, description="Learned Gaussian prior maps (UNISAL: 16; the paper: 0).")
-    epochs: int = Field(6, ge=1, description="Passes over the pretraining split.")
+    epochs: int = Field(4, ge=1, description="Passes over the pretraining split (SynthSal defaults: ~3 CPU-minutes).")
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.05, gt=0, description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
     encoder_lr_factor: float = Field(0.1, gt=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay_decoder: float = Field(1e-4, ge=0)
     weight_decay_encoder: float = Field(1e-5, ge=0)
-    lr_decay: float = Field(1.0, gt=0, le=1, description="Exponential decay of both learning rates per epoch.")
+    lr_decay: float = Field(0.7, gt=0, le=1, description="Exponential decay of both learning rates per epoch.")
     w_cc: float = Field(0.0, ge=0, description="Weight of the -CC term added to the KLD loss.")
     w_nss: float = Field(0.0, ge=0, description="Weight of the -NSS term (needs fixation points).")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
@@ -96,6 +96,10 @@ class SaliencyConfig(Section):
         50, ge=0, description="Also write checkpoint.pt every N optimiser steps (0: only at epoch ends)."
     )
     workers: int = Field(0, ge=0, description="DataLoader worker processes (0: read in the training process).")
+    precise_bn_batches: int = Field(
+        20, ge=0, description="After training, re-estimate BatchNorm statistics on N training batches with the "
+        "final weights (precise BN); 0 keeps the running averages."
+    )
 
 
 class PrecomputeConfig(Section):

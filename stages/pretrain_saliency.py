@@ -13,6 +13,8 @@ KLD, CC, SIM, NSS, AUC-Judd of the model and of a centre-bias map), `predictions
 runs, `checkpoint.pt` (model, optimiser, epoch, step, RNG states) is rewritten atomically at every epoch end and
 every `saliency.checkpoint_every` steps; rerunning the same command after an interruption (Ctrl-C, kill -9)
 resumes from it, and it is deleted once the outputs are complete (a finished run retrains from scratch when rerun).
+After the last epoch the BatchNorm statistics are re-estimated on `saliency.precise_bn_batches` training batches
+with the final weights (precise BN); the per-epoch validation scores in `train_log.csv` use the running averages.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ METRICS = ("kld", "cc", "sim", "nss", "auc_judd")
 GRID_IMAGES = 6
 INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host sync)
 # Settings that may change between an interrupted run and its resume without changing what is computed.
-RESUMABLE_KEYS = {"epochs", "checkpoint_every", "workers"}
+RESUMABLE_KEYS = {"epochs", "checkpoint_every", "workers", "precise_bn_batches"}
 # Fault injection for the resume tests: SIGKILL this process after N optimiser steps (a real kill -9).
 FAULT_ENV = "SER_FAULT_KILL_AFTER_STEPS"
 LOG_FIELDS = ("epoch", "loss", "train_cc", "val_kld", "val_cc", "lr_decoder", "seconds")
@@ -217,7 +219,8 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
 
 def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.data.DataLoader,
             val_rows: np.ndarray, out: Path, clock: _Clock) -> PretrainResult:
-    """Held-out metrics of the model and the centre bias, the figure, `model.pt`; then drop the checkpoint."""
+    """Precise BN, held-out metrics of the model and the centre bias, the figure, `model.pt`; drop the checkpoint."""
+    trainer.precise_bn(trainer.cfg.precise_bn_batches)
     seconds = clock.total()
     metrics = _metrics(trainer, info, val_loader)
     metrics.update(train_seconds=seconds, epochs=trainer.epoch, train_images=len(trainer.train_rows),

@@ -36,6 +36,7 @@ from ser_cli.training.saliency_trainer import (
     holdout_split,
     make_loader,
     net_predictor,
+    recompute_bn_stats,
     set_epoch_lr,
 )
 from stages import pretrain_saliency as stage
@@ -123,9 +124,9 @@ def test_training_lowers_the_kld_on_train_data(trained: Path, tiny_synth_pretrai
     normalize = Normalizer("cpu")
     before = evaluate_maps(net_predictor(untrained, "fp32", torch.device("cpu")), loader, normalize, "cpu")
     after = evaluate_maps(net_predictor(trained_net, "fp32", torch.device("cpu")), loader, normalize, "cpu")
-    # 12 steps barely move the decoder's BN running statistics (momentum 0.01), so eval-mode KLD improves less
-    # than the training loss; CC, insensitive to the output's scale, shows the learned structure plainly.
-    assert after["kld"] < before["kld"] - 0.05, (before, after)
+    # Seeded CPU run: 1.345 -> 0.591 KLD and -0.12 -> 0.67 CC (with precise BN; without it the decoder's slow
+    # running statistics would leave the eval-mode KLD near 1.25 after 12 steps).
+    assert after["kld"] < 0.6 * before["kld"], (before, after)
     assert after["cc"] > before["cc"] + 0.5, (before, after)
 
 
@@ -152,6 +153,21 @@ def test_optimiser_groups_follow_the_config() -> None:
     opt.step()
     torch.testing.assert_close(enc.detach(), before[0] - 0.0125 * (1 + 2e-5 * before[0]))
     torch.testing.assert_close(dec.detach(), before[1] - 0.05 * (1 + 1e-3 * before[1]))
+
+
+def test_precise_bn_sets_running_stats_to_the_batch_statistics() -> None:
+    """One batch, momentum None: running mean / var become that batch's channel mean / unbiased variance."""
+    torch.manual_seed(0)
+    net = SaliencyNet("resnet18_reduced")
+    x = torch.randn(6, 3, 16, 24)
+    recompute_bn_stats(net, [x])
+    stem_conv, stem_bn = net.encoder.blocks[0][0], net.encoder.blocks[0][1]
+    with torch.no_grad():
+        pre = stem_conv(x)  # (6, 20, 16, 24), the stem BN's input
+    torch.testing.assert_close(stem_bn.running_mean, pre.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(stem_bn.running_var, pre.var(dim=(0, 2, 3), unbiased=True))
+    assert stem_bn.momentum == 0.1 and net.decoder.mid.conv[1].momentum == 0.01  # momenta restored
+    assert not net.training and not any(m.training for m in net.modules())
 
 
 def test_holdout_and_data_order_depend_only_on_the_seed() -> None:
@@ -220,10 +236,11 @@ def _classifier_state(name: str, seed: int) -> dict[str, torch.Tensor]:
     return net.state_dict()
 
 
-@pytest.mark.parametrize("wrap", ["plain", "state_dict", "model", "module_prefix"])
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "model", "learner", "module_prefix"])
 def test_init_from_loads_the_encoder_weights(tmp_path: Path, wrap: str) -> None:
     state = _classifier_state("resnet18_reduced", seed=5)
     payload = {"plain": state, "state_dict": {"state_dict": state, "epoch": 3}, "model": {"model": state},
+               "learner": {"model": {"classifier": state, "saliency": {"x": torch.ones(1)}}},
                "module_prefix": {f"module.{k}": v for k, v in state.items()}}[wrap]
     torch.save(payload, tmp_path / "clf.pt")
     net = SaliencyNet("resnet18_reduced")

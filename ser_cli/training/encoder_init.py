@@ -2,8 +2,9 @@
 
 The paper's baselines start the saliency encoder from a classifier of the same architecture (Bellitto et al.,
 NeurIPS 2024; method.md section 3). A classification checkpoint here is a state dict of a registered backbone
-(`blocks.*` and `head.*` keys, as `build_backbone(name).state_dict()` gives), either plain or wrapped in a dict
-under `state_dict` or `model` (the two common conventions), possibly with DataParallel's `module.` prefix. The
+(`blocks.*` and `head.*` keys, as `build_backbone(name).state_dict()` gives), either plain or wrapped, at any
+depth, in dicts under `state_dict` or `model` (the common conventions) or `classifier` (the continual learner's
+`state_dict()`), possibly with DataParallel's `module.` prefix. The
 classification head (`head.*`, `fc.*`, `linear.*`, `classifier.*`) is ignored: the encoder has none. Anything else
 must match the encoder exactly, key for key and shape for shape; the first difference is reported in one line.
 """
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ser_cli.runtime.errors import UserError
 
-WRAPPER_KEYS = ("state_dict", "model")
+WRAPPER_KEYS = ("state_dict", "model", "classifier")
 HEAD_PREFIXES = ("head.", "fc.", "linear.", "classifier.")
 # Older state dicts may lack BatchNorm's batch counters; they carry no weights, so their absence is harmless.
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
@@ -55,15 +56,15 @@ def _read(path: Path) -> object:
 
 
 def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
-    """The state dict inside `payload`: the payload itself, or its `state_dict` / `model` entry."""
-    if isinstance(payload, dict):
-        for key in WRAPPER_KEYS:
-            if isinstance(payload.get(key), dict):
-                payload = payload[key]
-                break
+    """The state dict inside `payload`: the payload itself, or the one under its wrapper keys (repeatedly)."""
+    while isinstance(payload, dict):
+        key = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), dict)), None)
+        if key is None:
+            break
+        payload = payload[key]
     if not isinstance(payload, dict) or not all(isinstance(v, Tensor) for v in payload.values()):
-        raise UserError(f"--init-from {path}: expected a state dict of tensors (plain, or under 'state_dict' or "
-                        f"'model'), got {type(payload).__name__}")
+        raise UserError(f"--init-from {path}: expected a state dict of tensors (plain, or under 'state_dict', "
+                        f"'model' or 'classifier'), got {type(payload).__name__}")
     return {k.removeprefix("module."): v for k, v in payload.items()}
 
 
