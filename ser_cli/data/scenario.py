@@ -38,6 +38,11 @@ class ClassIncrementalScenario:
         self._train_labels, self._test_labels = self.data.labels("train"), self.data.labels("test")
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(3, H, W) of every image."""
+        return (3, self.data.height, self.data.width)
+
+    @property
     def n_classes(self) -> int:
         return self.n_tasks * self.classes_per_task
 

@@ -1,0 +1,114 @@
+"""A finished run on disk: `RUN/model.pt` (the trained networks and what rebuilds them) and `RUN/run.json`.
+
+`model.pt` (kind `ser-run`, format 1) holds the run's `TrainSettings`, the learner's weights (classifier, and with
+SER the saliency network, its config and the modulation), the class names and the fingerprints of the data and
+maps files it was trained on. `run.json` holds what `ser compare` groups by: `config_hash` (sha256 of the train
+settings without `seed` and `checkpoint_every`, so seeds of one configuration share it), `method`, `ser`, `seed`
+and `data_fingerprint`. `load_run` gives back an object that evaluation and attacks use without caring whether
+SER is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ser_cli.continual.learner import Learner, restore_learner
+from ser_cli.continual.settings import TrainSettings
+from ser_cli.runtime.errors import UserError
+
+KIND = "ser-run"
+FORMAT_VERSION = 1
+NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every")
+
+
+def config_hash(settings: TrainSettings) -> str:
+    """Identity of a configuration across seeds."""
+    config = {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_CONFIG_HASH}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_run_model(path: Path, learner: Learner, settings: TrainSettings, class_names: list[str],
+                   provenance: dict[str, Any]) -> None:
+    """Write `model.pt` atomically."""
+    payload = {"kind": KIND, "format_version": FORMAT_VERSION, "settings": settings.to_dict(),
+               "learner": learner.state_dict(), "class_names": class_names, "provenance": provenance}
+    tmp = Path(f"{path}.partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, rebuilt on a device, in eval mode."""
+
+    path: Path
+    settings: TrainSettings
+    learner: Learner
+    class_names: list[str]
+    provenance: dict[str, Any]
+    accuracy: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+    @property
+    def data_fingerprint(self) -> str:
+        return str(self.provenance.get("data_fingerprint", ""))
+
+    @property
+    def config_hash(self) -> str:
+        return str(self.info.get("config_hash") or config_hash(self.settings))
+
+    def logits(self, x01: Tensor) -> Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, n_classes); differentiable end to end through both branches."""
+        return self.learner.eval_logits(x01)
+
+    def saliency_map(self, x01: Tensor) -> Tensor | None:
+        """The saliency branch's maps (B, H, W), each summing to 1, or None for a plain run."""
+        if not self.learner.ser:
+            return None
+        maps = self.learner.predict_saliency(self.learner.normalize.unit(x01)).float()  # (B, H, W)
+        return maps / maps.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild the run in `run_dir`; one-line UserError when it is not a finished `ser train` run."""
+    run_dir = Path(run_dir)
+    model = run_dir / "model.pt"
+    if not model.is_file():
+        raise UserError(f"{run_dir}: no model.pt; not a finished `ser train` run (rerun it to finish)")
+    try:
+        payload = torch.load(model, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
+        raise UserError(f"{model}: not a readable torch checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != KIND:
+        raise UserError(f"{model}: not a model written by `ser train`")
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(f"{model}: format {payload['format_version']} is newer than this ser supports")
+    settings = TrainSettings.from_mapping(payload["settings"])
+    learner = restore_learner(settings, payload["learner"], device)
+    return LoadedRun(run_dir, settings, learner, list(payload["class_names"]), dict(payload["provenance"]),
+                     _read_matrices(run_dir), _read_json(run_dir / "run.json"))
+
+
+def _read_matrices(run_dir: Path) -> dict[str, np.ndarray]:
+    raw = _read_json(run_dir / "accuracy_matrix.json")
+    return {k: np.array([[math.nan if v is None else v for v in row] for row in raw[k]], dtype=float)
+            for k in ("class_il", "task_il") if k in raw}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: not valid JSON") from None

@@ -1,0 +1,186 @@
+"""Stage `train`: online class-incremental learning with a replay method, optionally with SER (`ser train`).
+
+Wires the HDF5 scenario, the pretrained saliency network and the continual library together; owns the run folder:
+`checkpoint.pt` while running (every `train.checkpoint_every` steps and at each task end; a rerun of the same
+command resumes from it bit-exactly), then `model.pt`, `accuracy_matrix.json`, `metrics.json`, `run.json`,
+`train_log.csv`, `avg_accuracy.png` and the resolved `params.yaml`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ser_cli.config import Params
+from ser_cli.config_loader import params_to_yaml
+from ser_cli.continual import ContinualTrainer, ProgressEvent, TrainSettings
+from ser_cli.continual.run_io import config_hash, save_run_model
+from ser_cli.data.maps import MapsFile
+from ser_cli.data.scenario import ClassIncrementalScenario
+from ser_cli.data.store import DataFile
+from ser_cli.metrics.continual import avg_acc_after_each_task, summarize
+from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
+from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.plots.continual import plot_avg_accuracy
+from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
+from ser_cli.runtime.device import resolve_device
+from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.progress import log, progress_bar
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = "auto") -> dict[str, float]:
+    """Train (or resume) the run in `out`; returns the flat metrics."""
+    dev = resolve_device(device)
+    settings = TrainSettings.from_mapping({**params.train.model_dump(),
+                                           "class_il_logits": params.evaluate.class_il_logits})
+    data_file = DataFile(data)
+    maps_file = _check_maps(maps, data_file, settings)
+    saliency_net, saliency_sha = _saliency_net(params, settings)
+    scenario = ClassIncrementalScenario(data, maps, settings.n_tasks, settings.classes_per_task,
+                                        settings.batch_size, settings.seed, workers=params.train.workers)
+    out.mkdir(parents=True, exist_ok=True)
+    log_rows: list[dict[str, Any]] = []
+    clock = _Clock()
+    trainer = ContinualTrainer(settings, scenario, dev, saliency_net,
+                               checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.elapsed()))
+    _resume(out, trainer, log_rows, clock)
+    with progress_bar() as bar:
+        total = sum(settings.epochs * scenario.n_batches(p.tasks) for p in trainer.phases)
+        task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
+                            completed=trainer.position.step, info="")
+        trainer.progress = _progress_handler(bar, task, log_rows, clock)
+        result = trainer.run()
+    provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint,
+                  "maps": str(maps) if maps else None, "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
+                  "saliency_checkpoint_sha256": saliency_sha}
+    save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
+    metrics = _metrics(result, clock.elapsed(), dev)
+    _write_outputs(out, params, settings, result, metrics, log_rows, provenance)
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.pt is the artefact now
+    return metrics
+
+
+def _check_maps(maps: Path | None, data_file: DataFile, settings: TrainSettings) -> MapsFile | None:
+    if maps is None:
+        if settings.ser and not data_file.has_maps:
+            raise UserError(f"{data_file.path}: has no saliency maps; SER needs --maps MAPS.h5 from `ser precompute`")
+        return None
+    maps_file = MapsFile(maps)
+    maps_file.check_matches(data_file)
+    return maps_file
+
+
+def _saliency_net(params: Params, settings: TrainSettings) -> tuple[SaliencyNet | None, str | None]:
+    """The pretrained saliency network SER starts from (none for a plain run)."""
+    if not settings.ser:
+        return None, None
+    path = params.train.saliency_checkpoint
+    if path is None:
+        raise UserError("train.saliency_checkpoint: SER needs the model.pt of `ser pretrain-saliency` "
+                        "(--set train.saliency_checkpoint=PATH)")
+    net, _ = load_saliency_checkpoint(Path(path))
+    if net.config()["backbone"] != settings.backbone:
+        raise UserError(f"{path}: saliency network was pretrained with backbone {net.config()['backbone']!r}, "
+                        f"but train.backbone is {settings.backbone!r}; pretrain with saliency.backbone="
+                        f"{settings.backbone}")
+    return net, file_sha256(Path(path))
+
+
+class _Clock:
+    """Training seconds, carried across resumes."""
+
+    def __init__(self) -> None:
+        self.start, self.before = time.perf_counter(), 0.0
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
+def _save_checkpoint(out: Path, state: dict[str, Any], log_rows: list[dict[str, Any]], seconds: float) -> None:
+    tmp = out / f"{CHECKPOINT}.partial"
+    torch.save({"trainer": state, "log": log_rows, "seconds": seconds}, tmp)
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: _Clock) -> None:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - a checkpoint cut by a crash is rewritten from scratch
+        log(f"{path}: unreadable, starting the run afresh")
+        return
+    trainer.load_state_dict(saved["trainer"])
+    log_rows.extend(row for row in saved["log"] if row["step"] <= trainer.position.step)
+    clock.before = float(saved["seconds"])
+    log(f"resuming {out} from step {trainer.position.step}")
+
+
+def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: _Clock):
+    # Tests of kill -9 / resume slow the steps down to hit a window reliably.
+    delay = float(os.environ.get("SER_TEST_STEP_DELAY", "0"))
+
+    def handle(event: ProgressEvent) -> None:
+        if delay:
+            time.sleep(delay)
+        if event.kind == "step":
+            log_rows.append({"step": event.step, "task": event.task, "epoch": event.epoch,
+                             **{k: round(v, 6) for k, v in event.losses.items()},
+                             "seconds": round(clock.elapsed(), 3)})
+            losses = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items())
+            bar.update(task, advance=1, info=f"task {event.task} {losses}")
+        else:
+            seen = [a for a in event.class_il if a == a]
+            log(f"after task {event.task}: class-IL average accuracy {sum(seen) / len(seen):.1f}%")
+
+    return handle
+
+
+def _metrics(result, seconds: float, device: torch.device) -> dict[str, float]:
+    metrics = {**summarize(result.class_il, "class_il"), **summarize(result.task_il, "task_il")}
+    for name, matrix in result.saliency.items():
+        last = [v for v in matrix[-1] if v == v]
+        metrics[f"saliency_{name}"] = sum(last) / len(last)
+    metrics.update(train_seconds=round(seconds, 3), buffer_bytes=result.buffer_nbytes, steps=result.steps,
+                   peak_memory_bytes=_peak_memory(device))
+    return metrics
+
+
+def _peak_memory(device: torch.device) -> int:
+    """Peak GPU memory allocated on CUDA, peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _write_outputs(out: Path, params: Params, settings: TrainSettings, result, metrics: dict[str, float],
+                   log_rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+    write_json_atomic(out / "accuracy_matrix.json", {"class_il": result.class_il, "task_il": result.task_il,
+                                                     "class_il_logits": result.class_il_logits,
+                                                     "saliency": result.saliency})
+    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "run.json", {"config_hash": config_hash(settings), "method": settings.method,
+                                         "ser": settings.ser, "seed": settings.seed, **provenance})
+    write_text_atomic(out / "params.yaml", params_to_yaml(params))
+    write_text_atomic(out / "train_log.csv", _csv(log_rows))
+    curves = {k: avg_acc_after_each_task(getattr(result, k)) for k in ("class_il", "task_il")}
+    plot_avg_accuracy(out / "avg_accuracy.png", curves)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
