@@ -140,6 +140,7 @@ class TrainConfig(Section):
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
     precision: Precision = Field("auto", description=PRECISION_HELP)
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")
 
     @model_validator(mode="before")
     @classmethod

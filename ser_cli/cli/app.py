@@ -13,6 +13,7 @@ from ser_cli.cli import data
 from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import pretrain as pretrain_cli
+from ser_cli.cli import train as train_cli
 
 app = typer.Typer(
     name="ser",
@@ -25,10 +26,11 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
 # app.command("pretrain-saliency")(pretrain.pretrain_saliency)
+app.command("pretrain-saliency")(pretrain_cli.pretrain_saliency)
 app.command("precompute")(precompute_cli.precompute)
+app.command("train")(train_cli.train)
 app.command("evaluate")(evaluate_cli.evaluate)
 app.command("compare")(compare_cli.compare)
-app.command("pretrain-saliency")(pretrain_cli.pretrain_saliency)
 
 
 def _show_version(value: bool) -> None:
