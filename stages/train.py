@@ -59,8 +59,8 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                             completed=trainer.position.step, info="")
         trainer.progress = _progress_handler(bar, task, log_rows, clock)
         result = trainer.run()
-    provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint,
-                  "maps": str(maps) if maps else None, "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
+    provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint, "maps": str(maps) if maps else None,
+                  "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = _metrics(result, clock.elapsed(), dev)

@@ -113,7 +113,8 @@ def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     full = json.loads((tmp_path / "full" / "accuracy_matrix.json").read_text())
     again = json.loads((killed / "accuracy_matrix.json").read_text())
     assert full == again
-    wf, wk = (torch.load(p / "model.pt", weights_only=True)["learner"]["classifier"] for p in (tmp_path / "full", killed))
+    wf, wk = (torch.load(p / "model.pt", weights_only=True)["learner"]["classifier"]
+              for p in (tmp_path / "full", killed))
     assert all(torch.equal(wf[k], wk[k]) for k in wf)
 
 
