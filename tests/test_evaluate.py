@@ -257,3 +257,45 @@ def test_cli_evaluate_prints_the_folder_or_json(tiny_synth: Path, tmp_path: Path
     as_json = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert as_json["class_il_final_avg_acc"] == 60.0 and "fgsm_acc_eps_2" in as_json
     assert not math.isnan(as_json["test_images_per_second"])
+
+
+@pytest.mark.slow
+def test_end_to_end_through_ser_train(tiny_synth: Path, maps_file: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ser train` (DER++ with and without SER) -> `ser evaluate` -> `ser compare`, on the real run format."""
+    from ser_cli.continual.run_io import load_run
+    from ser_cli.metrics.robustness import attack_loss
+    from ser_cli.models.checkpoint import save_saliency_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    save_saliency_checkpoint(tmp_path / "sal.pt", SaliencyNet("resnet18_reduced"), "untrained", {})
+    tiny = ["--device", "cpu", "--set", "train.n_tasks=2", "--set", "train.classes_per_task=2",
+            "--set", "train.buffer_size=16", "--set", f"train.saliency_checkpoint={tmp_path / 'sal.pt'}"]
+    fast = ["--device", "cpu", "--set", "evaluate.epsilons=[2/255]", "--set", "evaluate.pgd_steps=2",
+            "--set", "evaluate.attack_images=4"]
+    for name, switch in (("ser", "--ser"), ("plain", "--no-ser")):
+        trained = runner.invoke(app, ["-q", "train", "--data", str(tiny_synth), "--maps", str(maps_file),
+                                      "--out", f"run_{name}", "--method", "derpp", switch, *tiny])
+        assert trained.exit_code == 0, trained.output
+        evaluated = runner.invoke(app, ["-q", "evaluate", "--run", f"run_{name}", "--data", str(tiny_synth),
+                                        "--maps", str(maps_file), "--out", f"eval_{name}", *fast])
+        assert evaluated.exit_code == 0, evaluated.output
+        train_m = json.loads(Path(f"run_{name}/metrics.json").read_text())
+        eval_m = json.loads(Path(f"eval_{name}/metrics.json").read_text())
+        # The reloaded final model reproduces the last row of the matrix that training measured.
+        assert eval_m["class_il_final_avg_acc"] == pytest.approx(train_m["class_il_final_avg_acc"])
+        assert eval_m["test_class_il_avg_acc"] == pytest.approx(train_m["class_il_final_avg_acc"])
+        assert eval_m["test_task_il_avg_acc"] == pytest.approx(train_m["task_il_final_avg_acc"])
+        assert (json.loads(Path(f"eval_{name}/run.json").read_text())["config_hash"]
+                == json.loads(Path(f"run_{name}/run.json").read_text())["config_hash"])
+    assert json.loads(Path("eval_ser/metrics.json").read_text())["saliency_cc"] == pytest.approx(
+        json.loads(Path("run_ser/metrics.json").read_text())["saliency_cc"], abs=1e-4)
+    loaded = load_run(Path("run_ser"), "cpu")
+    x01 = torch.rand(2, 3, 32, 48)
+    attack_loss(loaded.logits, x01, torch.tensor([0, 3])).backward()
+    assert sum(float(p.grad.abs().sum()) for p in loaded.learner.saliency.net.encoder.parameters()
+               if p.grad is not None) > 0  # the attack reaches the saliency branch of the real run
+    compared = runner.invoke(app, ["compare", "eval_ser", "eval_plain", "--out", "report"])
+    assert compared.exit_code == 0, compared.output
+    assert "derpp+ser" in compared.stdout and (tmp_path / "report" / "accuracy_curves.png").is_file()
