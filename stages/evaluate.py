@@ -131,8 +131,13 @@ def check_maps(maps_path: Path | None, data: DataFile) -> MapsFile | None:
 
 
 def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The accuracy matrices cut to the tasks trained so far (a per-task checkpointed run has NaN rows after)."""
+    """The accuracy matrices cut to the tasks trained so far (a per-task checkpointed run has NaN rows after).
+
+    A `joint` run (one phase over all tasks) fills only the last row; it is kept whole, NaN rows included.
+    """
     R = {k: np.array(accuracy[k], dtype=np.float64) for k in SCENARIOS}  # None -> NaN
+    if is_joint(R):
+        return R
     done = 0
     while done < len(R["class_il"]) and all(np.isfinite(R[k][done, : done + 1]).all() for k in SCENARIOS):
         done += 1
@@ -141,8 +146,20 @@ def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: as_accuracy_matrix(R[k][:done, :done]) for k in SCENARIOS}
 
 
+def is_joint(R: dict[str, np.ndarray]) -> bool:
+    """Whether only the last row is filled (the `joint` upper bound: no task sequence, so no forgetting)."""
+    T = len(R["class_il"])
+    return T > 1 and all(np.isnan(R[k][:-1]).all() and np.isfinite(R[k][-1]).all() for k in SCENARIOS)
+
+
 def continual_metrics(R: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Flat class-IL / task-IL metrics (final, anytime, forgetting, BWT) and the average after each task."""
+    """Flat class-IL / task-IL metrics (final, anytime, forgetting, BWT) and the average after each task.
+
+    For a `joint` run only the final average accuracy exists; the curves are NaN before the last task.
+    """
+    if is_joint(R):
+        curves = {k: np.where(np.arange(len(R[k])) == len(R[k]) - 1, np.nanmean(R[k][-1]), np.nan) for k in SCENARIOS}
+        return {f"{k}_final_avg_acc": float(curves[k][-1]) for k in SCENARIOS}, curves
     metrics = {**summarize(R["class_il"], "class_il"), **summarize(R["task_il"], "task_il")}
     curves = {k: avg_acc_after_each_task(R[k]) for k in SCENARIOS}
     return metrics, curves
@@ -367,10 +384,11 @@ def _write_tables(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.n
                   robustness: RobustnessResult) -> None:
     """plots/avg_accuracy.csv, plots/accuracy_matrix.csv, plots/robustness.csv (DVC plot sources)."""
     T = len(R["class_il"])
+    done = [t for t in range(T) if np.isfinite(curves["class_il"][t])]  # every task, or the last one for `joint`
     _csv(folder / "plots" / "avg_accuracy.csv", ["task", "class_il", "task_il"],
-         [[t + 1, curves["class_il"][t], curves["task_il"][t]] for t in range(T)])
+         [[t + 1, curves["class_il"][t], curves["task_il"][t]] for t in done])
     _csv(folder / "plots" / "accuracy_matrix.csv", ["after_task", "task", "class_il", "task_il"],
-         [[t + 1, k + 1, R["class_il"][t, k], R["task_il"][t, k]] for t in range(T) for k in range(t + 1)])
+         [[t + 1, k + 1, R["class_il"][t, k], R["task_il"][t, k]] for t in done for k in range(t + 1)])
     rows = robustness.rows()
     _csv(folder / "plots" / "robustness.csv", ["attack", "epsilon", "eps_255", "accuracy"],
          [[r["attack"], r["epsilon"], r["eps_255"], r["accuracy"]] for r in rows])

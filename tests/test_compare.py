@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
 from ser_cli.report.compare import group_evals, load_eval
-from ser_cli.report.render import format_stat, headline_columns, table_rows
+from ser_cli.report.render import format_stat, group_curves, headline_columns, table_rows
 from ser_cli.runtime.errors import UserError
 from stages import compare as stage
 
@@ -22,7 +22,7 @@ A, B = "a" * 64, "b" * 64
 
 
 def _write_eval(folder: Path, config: str, method: str, ser: bool, seed: int, data: str, spurious: bool,
-                class_il: float, curve: list[float], pgd: list[float]) -> Path:
+                class_il: float, curve: list[float], pgd: list[float], tasks: list[int] | None = None) -> Path:
     """An evaluation folder as `ser evaluate` writes it (metrics.json, run.json, plots/*.csv)."""
     (folder / "plots").mkdir(parents=True)
     metrics = {"class_il_final_avg_acc": class_il, "task_il_final_avg_acc": class_il + 30, "clean_acc": pgd[0],
@@ -38,7 +38,7 @@ def _write_eval(folder: Path, config: str, method: str, ser: bool, seed: int, da
     with (folder / "plots" / "avg_accuracy.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["task", "class_il", "task_il"])
-        w.writerows([[t + 1, v, v + 10] for t, v in enumerate(curve)])
+        w.writerows([[t, v, v + 10] for t, v in zip(tasks or range(1, len(curve) + 1), curve, strict=True)])
     with (folder / "plots" / "robustness.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attack", "epsilon", "eps_255", "accuracy"])
@@ -92,6 +92,15 @@ def test_colliding_labels_get_the_config_hash(tmp_path: Path) -> None:
     e1 = _write_eval(tmp_path / "x", A, "er", False, 0, CLEAN, False, 40.0, [40.0], [50, 30, 10])
     e2 = _write_eval(tmp_path / "y", B, "er", False, 0, CLEAN, False, 42.0, [42.0], [50, 30, 10])
     assert [g.label for g in group_evals([load_eval(e1), load_eval(e2)])] == ["er #aaaaaaa", "er #bbbbbbb"]
+
+
+def test_a_joint_run_is_drawn_at_its_last_task(evals: list[Path], tmp_path: Path) -> None:
+    joint = _write_eval(tmp_path / "j", "f" * 64, "joint", False, 0, CLEAN, False, 80.0, [80.0], [85, 60, 30], [3])
+    groups = group_evals([load_eval(p) for p in [*evals, joint]])
+    curves = group_curves(groups[-1])
+    assert curves.tasks.tolist() == [3.0] and curves.accuracy["class_il"][0].tolist() == [80.0]
+    assert group_curves(groups[0]).tasks.tolist() == [1.0, 2.0, 3.0]
+    assert (stage.run([*evals, joint], tmp_path / "rj").out / "accuracy_curves.png").is_file()
 
 
 def test_report_files(evals: list[Path], tmp_path: Path) -> None:

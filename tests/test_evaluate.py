@@ -123,6 +123,13 @@ def test_a_partly_trained_run_is_cut_to_its_finished_tasks() -> None:
         stage.trained_matrices({"class_il": [[None]], "task_il": [[None]]})
 
 
+def test_a_joint_run_has_only_the_final_accuracy() -> None:
+    R = stage.trained_matrices({"class_il": [[None, None], [80, 60]], "task_il": [[None, None], [90, 70]]})
+    metrics, curves = stage.continual_metrics(R)
+    assert metrics == {"class_il_final_avg_acc": 70.0, "task_il_final_avg_acc": 80.0}
+    assert np.isnan(curves["class_il"][0]) and curves["task_il"][1] == 80.0
+
+
 def _direct_scores(run: StandInRun, data: Path, maps: Path, rows: np.ndarray) -> tuple[np.ndarray, dict]:
     """Predictions and mean saliency scores computed here, independently of the stage's batching."""
     ds = SplitDataset(data, "test", rows, maps, with_fixations=True)

@@ -161,11 +161,13 @@ class RunCurves:
 
     Attributes:
         label: Legend entry.
+        tasks: 1-based task numbers of the accuracy points (T,) (only the last task for a `joint` run).
         accuracy: {"class_il": (mean (T,), std (T,)), "task_il": ...}.
         robustness: {attack: (eps_255 (E,), mean (E,), std (E,))}, epsilon 0 = clean.
     """
 
     label: str
+    tasks: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accuracy: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     robustness: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
@@ -178,10 +180,9 @@ def plot_runs_accuracy(path: Path, runs: list[RunCurves]) -> Path:
         T = 1
         for run in runs:
             mean, std = run.accuracy[key]
-            x = np.arange(1, len(mean) + 1)
-            (line,) = ax.plot(x, mean, marker="o", label=run.label)
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
-            T = max(T, len(mean))
+            (line,) = ax.plot(run.tasks, mean, marker="o", label=run.label)
+            ax.fill_between(run.tasks, mean - std, mean + std, alpha=0.2, color=line.get_color())
+            T = max(T, int(run.tasks.max()))
         _accuracy_axis(ax, T, f"{title} average accuracy (%)")
         ax.set_title(title)
     axes[1].legend(fontsize=7, loc="lower left")

@@ -33,7 +33,8 @@ class EvalRecord:
         path: The folder.
         metrics: Its flat `metrics.json`.
         info: Its `run.json` (config hash, method, SER, seed, data identity).
-        avg_accuracy: {"class_il": (T,), "task_il": (T,)} from `plots/avg_accuracy.csv`.
+        avg_accuracy: {"task": (T,) 1-based task numbers, "class_il": (T,), "task_il": (T,)} from
+            `plots/avg_accuracy.csv` (a `joint` run has only its last task).
         robustness: {attack: {eps_255: accuracy}} from `plots/robustness.csv` (epsilon 0 = clean).
     """
 
@@ -82,7 +83,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _read_avg_accuracy(path: Path) -> dict[str, np.ndarray]:
     rows = _read_csv(path / "plots" / "avg_accuracy.csv")
-    return {key: np.array([float(r[key]) for r in rows]) for key in ("class_il", "task_il")} if rows else {}
+    return {key: np.array([float(r[key]) for r in rows]) for key in ("task", "class_il", "task_il")} if rows else {}
 
 
 def _read_robustness(path: Path) -> dict[str, dict[float, float]]:

@@ -116,12 +116,13 @@ def report_markdown(groups: list[Group], columns: dict[str, str], images: list[P
 
 
 def group_curves(g: Group) -> RunCurves:
-    """Mean and std over the group's runs of the accuracy and robustness curves (runs of unequal length skipped)."""
+    """Mean and std over the group's runs of the accuracy and robustness curves (accuracy only if tasks agree)."""
     curves = RunCurves(g.label)
-    for key in ("class_il", "task_il"):
-        series = [r.avg_accuracy[key] for r in g.records if key in r.avg_accuracy]
-        if series and len({len(s) for s in series}) == 1:
-            stacked = np.stack(series)  # (runs, T)
+    series = [r.avg_accuracy for r in g.records if r.avg_accuracy]
+    if series and all(np.array_equal(s["task"], series[0]["task"]) for s in series):
+        curves.tasks = series[0]["task"]
+        for key in ("class_il", "task_il"):
+            stacked = np.stack([s[key] for s in series])  # (runs, T)
             curves.accuracy[key] = (stacked.mean(0), _std(stacked))
     for attack in dict.fromkeys(a for r in g.records for a in r.robustness):
         tables = [r.robustness[attack] for r in g.records if attack in r.robustness]
