@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ser_cli.config import Params
@@ -25,7 +26,6 @@ from ser_cli.continual.run_io import config_hash, save_run_model
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.continual import avg_acc_after_each_task, summarize
 from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.continual import plot_avg_accuracy
@@ -33,6 +33,7 @@ from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import log, progress_bar
+from stages.evaluate import SCENARIOS, continual_metrics
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -146,8 +147,14 @@ def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: _Clock):
     return handle
 
 
+def _curves_and_metrics(result) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Average accuracy after each task and the flat continual metrics (a `joint` run has its last row only)."""
+    metrics, curves = continual_metrics({k: np.array(getattr(result, k), dtype=float) for k in SCENARIOS})
+    return curves, metrics
+
+
 def _metrics(result, seconds: float, device: torch.device) -> dict[str, float]:
-    metrics = {**summarize(result.class_il, "class_il"), **summarize(result.task_il, "task_il")}
+    metrics = _curves_and_metrics(result)[1]
     for name, matrix in result.saliency.items():
         last = [v for v in matrix[-1] if v == v]
         metrics[f"saliency_{name}"] = sum(last) / len(last)
@@ -173,8 +180,7 @@ def _write_outputs(out: Path, params: Params, settings: TrainSettings, result, m
                                          "ser": settings.ser, "seed": settings.seed, **provenance})
     write_text_atomic(out / "params.yaml", params_to_yaml(params))
     write_text_atomic(out / "train_log.csv", _csv(log_rows))
-    curves = {k: avg_acc_after_each_task(getattr(result, k)) for k in ("class_il", "task_il")}
-    plot_avg_accuracy(out / "avg_accuracy.png", curves)
+    plot_avg_accuracy(out / "avg_accuracy.png", _curves_and_metrics(result)[0])
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

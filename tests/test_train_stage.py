@@ -155,3 +155,12 @@ def test_nan_free_metrics_are_numbers(tiny_synth: Path, tmp_path: Path) -> None:
     assert _train(tiny_synth, tmp_path / "r", "--method", "sgd").exit_code == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert all(isinstance(v, int | float) and math.isfinite(v) for v in metrics.values())
+
+
+def test_joint_upper_bound_reports_final_accuracy_only(tiny_synth: Path, tmp_path: Path) -> None:
+    assert _train(tiny_synth, tmp_path / "j", "--method", "joint").exit_code == 0
+    metrics = json.loads((tmp_path / "j" / "metrics.json").read_text())
+    matrix = json.loads((tmp_path / "j" / "accuracy_matrix.json").read_text())
+    assert matrix["class_il"][0] == [None, None]  # one phase over all tasks: only the last row exists
+    assert metrics["class_il_final_avg_acc"] == pytest.approx(sum(matrix["class_il"][1]) / 2)
+    assert "class_il_forgetting" not in metrics
