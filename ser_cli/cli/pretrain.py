@@ -32,8 +32,8 @@ def pretrain_saliency(
 ) -> None:
     """Train the saliency predictor (parameters under saliency) and compare it with a centre-bias map.
 
-    Writes OUT/model.pt, metrics.json, predictions.png and train_log.csv. Interrupted runs resume from
-    OUT/checkpoint.pt when the same command is run again; the checkpoint is deleted once the run completes.
+    Writes OUT/model.pt, metrics.json, predictions.png and train_log.csv.
+    An interrupted run resumes from OUT/checkpoint.pt when the same command is run again.
     """
     from stages import pretrain_saliency as stage
 
