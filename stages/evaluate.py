@@ -195,7 +195,7 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
     metrics["attack_images"] = robustness.n_images
     tmp = _fresh(Path(f"{out}.partial"))
     _write_tables(tmp, R, curves, robustness)
-    _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed), model.settings.ser)
+    _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
     write_json_atomic(tmp / "metrics.json", metrics)
     write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
     shutil.rmtree(out, ignore_errors=True)
@@ -402,7 +402,7 @@ def _csv(path: Path, head: list[str], rows: list[list[Any]]) -> None:
 
 
 def _write_figures(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
-                   robustness: RobustnessResult, overlay: Overlay, ser: bool) -> None:
+                   robustness: RobustnessResult, overlay: Overlay) -> None:
     plot_accuracy_matrix(folder / "accuracy_matrix.png", R)
     plot_avg_accuracy(folder / "avg_accuracy.png", curves)
     if robustness.attacked:
