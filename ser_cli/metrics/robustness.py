@@ -67,14 +67,6 @@ def _input_gradient(logits: Logits, x: Tensor, labels: Tensor) -> Tensor:
     return grad
 
 
-@register_attack("fgsm")
-def fgsm(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackSettings,
-         generator: torch.Generator | None = None) -> Tensor:
-    """One signed-gradient step of size eps, clipped to [0, 1] (deterministic; `settings`, `generator` unused)."""
-    grad = _input_gradient(logits, x, labels)
-    return (x + eps * grad.sign()).clamp(0, 1).detach()
-
-
 @register_attack("pgd")
 def pgd(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackSettings,
         generator: torch.Generator | None = None) -> Tensor:
@@ -86,6 +78,14 @@ def pgd(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackS
         adv = adv + step * _input_gradient(logits, adv, labels).sign()
         adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1).detach()  # project onto the ball, then the image range
     return adv
+
+
+@register_attack("fgsm")
+def fgsm(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackSettings,
+         generator: torch.Generator | None = None) -> Tensor:
+    """One signed-gradient step of size eps, clipped to [0, 1] (deterministic; `settings`, `generator` unused)."""
+    grad = _input_gradient(logits, x, labels)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
 def check_epsilons(epsilons: Iterable[float]) -> list[float]:

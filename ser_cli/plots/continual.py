@@ -45,7 +45,7 @@ def plot_accuracy_matrix(path: Path, matrices: dict[str, np.ndarray]) -> Path:
     """
     T = len(matrices["class_il"])
     side = 1.0 + 0.55 * T
-    fig = Figure(figsize=(2 * side + 1.6, side + 0.4), dpi=110, layout="constrained")
+    fig = Figure(figsize=(2 * side + 1.6, side + 0.9), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)[0]
     for ax, (key, title) in zip(axes, SCENARIOS, strict=True):
         image = _heatmap(ax, np.asarray(matrices[key], dtype=float), title)
