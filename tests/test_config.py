@@ -78,3 +78,11 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(UserError, match="must be a mapping"):
         load_params(bad)
+
+
+def test_paper_preset_validates_and_states_the_paper_setting() -> None:
+    p = load_params(REPO / "params-paper.yaml")
+    assert (p.data.height, p.data.width) == (288, 384)
+    assert (p.train.backbone, p.train.n_tasks, p.train.classes_per_task) == ("resnet18", 20, 5)
+    assert (p.train.batch_size, p.train.minibatch_size, p.train.buffer_size, p.train.lr) == (8, 8, 2000, 0.01)
+    assert (p.saliency.backbone, p.train.sal_lr) == ("resnet18", 0.005)
