@@ -41,7 +41,7 @@ from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.continual import as_accuracy_matrix, avg_acc_after_each_task, summarize
+from ser_cli.metrics.continual import SCENARIOS, as_accuracy_matrix, continual_metrics, is_joint
 from ser_cli.metrics.robustness import (
     AttackSettings,
     RobustnessResult,
@@ -57,7 +57,6 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import progress_bar
 from stages.spurious import is_spurious
 
-SCENARIOS = ("class_il", "task_il")
 N_OVERLAY = 8
 
 
@@ -144,25 +143,6 @@ def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
     if done == 0:
         raise UserError("the run's accuracy matrix has no finished task; train at least one task first")
     return {k: as_accuracy_matrix(R[k][:done, :done]) for k in SCENARIOS}
-
-
-def is_joint(R: dict[str, np.ndarray]) -> bool:
-    """Whether only the last row is filled (the `joint` upper bound: no task sequence, so no forgetting)."""
-    T = len(R["class_il"])
-    return T > 1 and all(np.isnan(R[k][:-1]).all() and np.isfinite(R[k][-1]).all() for k in SCENARIOS)
-
-
-def continual_metrics(R: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Flat class-IL / task-IL metrics (final, anytime, forgetting, BWT) and the average after each task.
-
-    For a `joint` run only the final average accuracy exists; the curves are NaN before the last task.
-    """
-    if is_joint(R):
-        curves = {k: np.where(np.arange(len(R[k])) == len(R[k]) - 1, np.nanmean(R[k][-1]), np.nan) for k in SCENARIOS}
-        return {f"{k}_final_avg_acc": float(curves[k][-1]) for k in SCENARIOS}, curves
-    metrics = {**summarize(R["class_il"], "class_il"), **summarize(R["task_il"], "task_il")}
-    curves = {k: avg_acc_after_each_task(R[k]) for k in SCENARIOS}
-    return metrics, curves
 
 
 def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, maps_path: Path | None = None,

@@ -26,6 +26,7 @@ from ser_cli.continual.run_io import config_hash, save_run_model
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.data.store import DataFile
+from ser_cli.metrics.continual import SCENARIOS, continual_metrics
 from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.continual import plot_avg_accuracy
@@ -33,7 +34,6 @@ from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import log, progress_bar
-from stages.evaluate import SCENARIOS, continual_metrics
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -156,3 +156,25 @@ def summarize(R: Matrix, prefix: str, convention: str = "max_before_last") -> di
         f"{head}forgetting": forgetting(R, convention),
         f"{head}bwt": backward_transfer(R),
     }
+
+
+SCENARIOS = ("class_il", "task_il")
+
+
+def is_joint(R: dict[str, np.ndarray]) -> bool:
+    """Whether only the last row is filled (the `joint` upper bound: no task sequence, so no forgetting)."""
+    T = len(R["class_il"])
+    return T > 1 and all(np.isnan(R[k][:-1]).all() and np.isfinite(R[k][-1]).all() for k in SCENARIOS)
+
+
+def continual_metrics(R: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Flat class-IL / task-IL metrics (final, anytime, forgetting, BWT) and the average after each task.
+
+    For a `joint` run only the final average accuracy exists; the curves are NaN before the last task.
+    """
+    if is_joint(R):
+        curves = {k: np.where(np.arange(len(R[k])) == len(R[k]) - 1, np.nanmean(R[k][-1]), np.nan) for k in SCENARIOS}
+        return {f"{k}_final_avg_acc": float(curves[k][-1]) for k in SCENARIOS}, curves
+    metrics = {**summarize(R["class_il"], "class_il"), **summarize(R["task_il"], "task_il")}
+    curves = {k: avg_acc_after_each_task(R[k]) for k in SCENARIOS}
+    return metrics, curves
