@@ -27,6 +27,7 @@ demo: setup
 		git -c user.name=ser -c user.email=ser@localhost commit -qm "ser: initial commit"; }
 	@test -d .dvc || $(VENV)/bin/dvc init -q
 	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@echo; echo "Comparison (report/report.md, report/*.png; per run: evals/*/):"; cat report/table.txt
 
 test: setup
 	$(PY) -m pytest -q

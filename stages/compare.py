@@ -2,17 +2,19 @@
 
 Runs of the same configuration on the same dataset (several seeds) are grouped by config hash and summarised as
 mean +- std (`ser_cli.report.compare`); a group trained on a spurious dataset gets the drop from its clean partner.
-Writes `REPORT/summary.json`, `REPORT/report.md` (headline table, runs, figures, every metric),
+Writes `REPORT/summary.json`, `REPORT/report.md` (headline table, runs, figures, every metric), `REPORT/table.txt`,
 `REPORT/accuracy_curves.png` and `REPORT/robustness_curves.png`, all into `REPORT.partial/` renamed when complete.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from ser_cli.plots.continual import plot_runs_accuracy, plot_runs_robustness
@@ -43,9 +45,18 @@ def run(evals: list[Path], out: Path) -> CompareResult:
     images = _figures(groups, tmp)
     write_json_atomic(tmp / "summary.json", result)
     write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images))
+    table = rich_table(groups, columns)
+    write_text_atomic(tmp / "table.txt", plain_text(table))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return CompareResult(Path(out), rich_table(groups, columns), result)
+    return CompareResult(Path(out), table, result)
+
+
+def plain_text(table: Table) -> str:
+    """The headline table as plain text (`make demo` prints it again when the pipeline is already up to date)."""
+    console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
 
 
 def _check_inputs(evals: list[Path], out: Path) -> None:
