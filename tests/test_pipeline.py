@@ -39,7 +39,7 @@ def _declared_outputs(dvc_yaml: dict) -> list[str]:
                 for entry in stage.get(kind, []):
                     path = entry if isinstance(entry, str) else next(iter(entry))
                     for key, value in item.items():
-                        path = path.replace("${item.%s}" % key, value)
+                        path = path.replace(f"${{item.{key}}}", value)
                     paths.append(path)
     return paths
 

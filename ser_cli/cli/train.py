@@ -17,7 +17,9 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Data file (ser data synth / ser data import).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; rerunning the same command resumes it.")],
     maps: Annotated[Path | None, typer.Option("--maps", help="Maps file from ser precompute (SER targets).")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="sgd, joint, er, er_ace, der, derpp (or *_ser).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="sgd, joint, er, er_ace, der, derpp (or *_ser).")
+    ] = None,
     ser: Annotated[bool | None, typer.Option("--ser/--no-ser", help="Add SER to the method (train.ser).")] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ser_cli.continual.learner import Learner, restore_learner
 from ser_cli.continual.settings import TrainSettings
+from ser_cli.runtime.checkpoint import load_artifact
 from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
@@ -85,14 +86,7 @@ def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedR
     model = run_dir / "model.pt"
     if not model.is_file():
         raise UserError(f"{run_dir}: no model.pt; not a finished `ser train` run (rerun it to finish)")
-    try:
-        payload = torch.load(model, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise UserError(f"{model}: not a readable torch checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != KIND:
-        raise UserError(f"{model}: not a model written by `ser train`")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{model}: format {payload['format_version']} is newer than this ser supports")
+    payload = load_artifact(model, KIND, FORMAT_VERSION, "ser train", device)
     settings = TrainSettings.from_mapping(payload["settings"])
     learner = restore_learner(settings, payload["learner"], device)
     return LoadedRun(run_dir, settings, learner, list(payload["class_names"]), dict(payload["provenance"]),

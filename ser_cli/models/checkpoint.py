@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ser_cli.models.saliency_net import SaliencyNet
-from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.checkpoint import load_artifact
 
 KIND = "ser-saliency"
 FORMAT_VERSION = 1
@@ -34,17 +34,7 @@ def save_saliency_checkpoint(path: Path, net: SaliencyNet, data_fingerprint: str
 
 def load_saliency_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[SaliencyNet, dict[str, Any]]:
     """Rebuild the network from `path`; returns it (eval mode) and the whole payload."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: saliency checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != KIND:
-        raise UserError(f"{path}: not a saliency checkpoint written by `ser pretrain-saliency`")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format {payload['format_version']} is newer than this ser supports")
+    payload = load_artifact(path, KIND, FORMAT_VERSION, "ser pretrain-saliency", device)
     net = SaliencyNet(**payload["config"])
     net.load_state_dict(payload["state_dict"])
     return net.to(device).eval(), payload

@@ -10,7 +10,6 @@ backend) and writes through a temporary name.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from ser_cli.plots.common import save_png
+
 SCENARIOS = (("class_il", "class-IL"), ("task_il", "task-IL"))
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.partial")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
@@ -51,7 +44,7 @@ def plot_accuracy_matrix(path: Path, matrices: dict[str, np.ndarray]) -> Path:
         image = _heatmap(ax, np.asarray(matrices[key], dtype=float), title)
     axes[1].set_ylabel("")
     fig.colorbar(image, ax=list(axes), label="accuracy (%)", shrink=0.85)
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def _heatmap(ax: Axes, R: np.ndarray, title: str) -> AxesImage:
@@ -88,7 +81,7 @@ def plot_avg_accuracy(path: Path, curves: dict[str, np.ndarray]) -> Path:
     _accuracy_axis(ax, len(curves["class_il"]), "average accuracy over seen tasks (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def _accuracy_axis(ax: Axes, T: int, ylabel: str) -> None:
@@ -114,7 +107,7 @@ def plot_robustness(path: Path, rows: list[dict[str, float | str]]) -> Path:
     _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def _robustness_axis(ax: Axes, eps_255: list[float]) -> None:
@@ -152,7 +145,7 @@ def plot_saliency_overlay(path: Path, images: np.ndarray, maps: np.ndarray, titl
     for i, title in enumerate(titles):
         axes[0, i].set_title(title, fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 @dataclass
@@ -187,7 +180,7 @@ def plot_runs_accuracy(path: Path, runs: list[RunCurves]) -> Path:
         ax.set_title(title)
     axes[1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_runs_robustness(path: Path, runs: list[RunCurves]) -> Path:
@@ -207,4 +200,4 @@ def plot_runs_robustness(path: Path, runs: list[RunCurves]) -> Path:
         ax.set_title(attack.upper())
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))

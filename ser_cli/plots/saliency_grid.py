@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ser_cli.plots.common import save_png
+
 COLUMNS = ("image", "ground truth", "prediction")
 
 
@@ -43,7 +45,7 @@ def plot_saliency_grid(path: Path, images: np.ndarray, targets: np.ndarray, pred
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def _unit(m: np.ndarray) -> np.ndarray:

@@ -87,3 +87,24 @@ def remove_checkpoint(path: Path) -> None:
     """Delete a checkpoint and any leftover temporary file of it (after a run completed)."""
     for p in (Path(path), Path(f"{path}.partial")):
         p.unlink(missing_ok=True)
+
+
+def load_artifact(path: Path, kind: str, format_version: int, made_by: str,
+                  device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A finished artefact (`model.pt` of a stage): checked to exist, to load, to be `kind`, and not too new.
+
+    Raises:
+        UserError: one line naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; it is written by `{made_by}`")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        raise UserError(f"{path}: not a model written by `{made_by}`")
+    if int(payload.get("format_version", 0)) > format_version:
+        raise UserError(f"{path}: format {payload['format_version']} is newer than this ser supports; upgrade ser")
+    return payload
