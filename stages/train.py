@@ -88,6 +88,9 @@ def _saliency_net(params: Params, settings: TrainSettings) -> tuple[SaliencyNet 
     if path is None:
         raise UserError("train.saliency_checkpoint: SER needs the model.pt of `ser pretrain-saliency` "
                         "(--set train.saliency_checkpoint=PATH)")
+    if not Path(path).is_file():
+        raise UserError(f"train.saliency_checkpoint: {path} not found; run `ser pretrain-saliency` first or point "
+                        "it at its model.pt")
     net, _ = load_saliency_checkpoint(Path(path))
     if net.config()["backbone"] != settings.backbone:
         raise UserError(f"{path}: saliency network was pretrained with backbone {net.config()['backbone']!r}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -14,6 +13,7 @@ from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import train as train_cli
+from ser_cli.runtime.progress import set_quiet
 
 app = typer.Typer(
     name="ser",
@@ -47,8 +47,7 @@ def root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines on stderr.")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
-    if quiet:
-        os.environ["SER_QUIET"] = "1"
+    set_quiet(quiet)
 
 
 def main() -> None:

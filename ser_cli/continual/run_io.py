@@ -86,7 +86,7 @@ def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedR
     model = run_dir / "model.pt"
     if not model.is_file():
         raise UserError(f"{run_dir}: no model.pt; not a finished `ser train` run (rerun it to finish)")
-    payload = load_artifact(model, KIND, FORMAT_VERSION, "ser train", device)
+    payload = load_artifact(model, KIND, FORMAT_VERSION, "ser train", "run model", device)
     settings = TrainSettings.from_mapping(payload["settings"])
     learner = restore_learner(settings, payload["learner"], device)
     return LoadedRun(run_dir, settings, learner, list(payload["class_names"]), dict(payload["provenance"]),

@@ -34,7 +34,7 @@ def save_saliency_checkpoint(path: Path, net: SaliencyNet, data_fingerprint: str
 
 def load_saliency_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[SaliencyNet, dict[str, Any]]:
     """Rebuild the network from `path`; returns it (eval mode) and the whole payload."""
-    payload = load_artifact(path, KIND, FORMAT_VERSION, "ser pretrain-saliency", device)
+    payload = load_artifact(path, KIND, FORMAT_VERSION, "ser pretrain-saliency", "saliency checkpoint", device)
     net = SaliencyNet(**payload["config"])
     net.load_state_dict(payload["state_dict"])
     return net.to(device).eval(), payload

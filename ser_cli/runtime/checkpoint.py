@@ -89,7 +89,7 @@ def remove_checkpoint(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_artifact(path: Path, kind: str, format_version: int, made_by: str,
+def load_artifact(path: Path, kind: str, format_version: int, made_by: str, what: str,
                   device: torch.device | str = "cpu") -> dict[str, Any]:
     """A finished artefact (`model.pt` of a stage): checked to exist, to load, to be `kind`, and not too new.
 
@@ -98,7 +98,7 @@ def load_artifact(path: Path, kind: str, format_version: int, made_by: str,
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: not found; it is written by `{made_by}`")
+        raise UserError(f"{path}: {what} not found; it is written by `{made_by}`")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake

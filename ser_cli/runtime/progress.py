@@ -22,9 +22,18 @@ from rich.progress import (
 stderr_console = Console(stderr=True)
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Set by the root command on every invocation (`ser --quiet ...`)."""
+    global _quiet
+    _quiet = quiet
+
+
 def is_quiet() -> bool:
-    """`--quiet` sets SER_QUIET=1 so that every stage and library callback sees it."""
-    return os.environ.get("SER_QUIET") == "1"
+    """`--quiet` on this invocation, or SER_QUIET=1 in the environment (e.g. for a whole DVC pipeline)."""
+    return _quiet or os.environ.get("SER_QUIET") == "1"
 
 
 def progress_bar() -> Progress:
