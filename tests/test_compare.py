@@ -118,6 +118,8 @@ def test_report_files(evals: list[Path], tmp_path: Path) -> None:
     for name in ("accuracy_curves.png", "robustness_curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert result.table.row_count == 3 and not Path(f"{out}.partial").exists()
+    table = (out / "table.txt").read_text()
+    assert "33.00 ± 4.24" in table and "\x1b" not in table  # plain text, the same numbers as report.md
 
 
 def test_bad_inputs_are_one_line_user_errors(evals: list[Path], tmp_path: Path) -> None:
