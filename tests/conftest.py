@@ -27,3 +27,10 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_synth_pretrain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The disjoint-class pretraining family at the same tiny size."""
     return make_synth(tmp_path_factory.mktemp("synth") / "tiny_pretrain.h5", purpose="pretrain")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own folder, so the CLI never picks up the checkout's params.yaml or outputs
+    (a checkout where `make demo` ran has models/saliency/model.pt, which params.yaml points at)."""
+    monkeypatch.chdir(tmp_path)
