@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,19 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_synth_pretrain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The disjoint-class pretraining family at the same tiny size."""
     return make_synth(tmp_path_factory.mktemp("synth") / "tiny_pretrain.h5", purpose="pretrain")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for the whole suite (restored afterwards). The tensors here are tiny; on a 2-core
+    machine shared with other processes a second OpenMP thread mostly waits at barriers (runs were 10x slower),
+    and the subprocess tests run with OMP_NUM_THREADS=1, so in-process and subprocess runs stay bit-comparable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

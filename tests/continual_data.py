@@ -3,25 +3,12 @@ class-specific place on a noisy background, and its saliency map is a blob on th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import TensorTaskStream
 
 H, W = 16, 24
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread during each test, restored afterwards: on the shared 2-core machine, OpenMP threads
-    spinning against other processes made these tiny runs 10-15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _split(n_classes: int, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -4,7 +4,6 @@ capacity / seen, draws without replacement, byte size and checkpoint round trip.
 import torch
 
 from ser_cli.continual.buffer import ReservoirBuffer, reservoir_slots
-from tests.continual_data import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _sequential_reservoir(n_stream: int, draws: list[int], capacity: int) -> list[int]:

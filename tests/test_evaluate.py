@@ -35,17 +35,6 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 NAN = float("nan")
 FAST = EvaluateConfig(epsilons=[0.0, "8/255"], pgd_steps=2, attack_images=8, batch_size=5)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for this module only (restored after): the 2-core CI box is shared, and oversubscribed
-    threads made these tiny convolutions several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @dataclass
 class StandInRun:
     """A `LoadedRun` look-alike: plain classifier, or classifier + saliency net + multiply modulation."""

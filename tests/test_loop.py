@@ -18,7 +18,7 @@ from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.runtime.errors import RunFailure, UserError
-from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
+from tests.continual_data import tiny_settings, tiny_stream
 
 
 def _same_matrix(a: list[list[float]], b: list[list[float]]) -> bool:

@@ -16,7 +16,7 @@ from ser_cli.continual.methods.derpp import derpp_terms
 from ser_cli.continual.methods.er_ace import ace_mask
 from ser_cli.continual.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer
 from ser_cli.runtime.errors import UserError
-from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
+from tests.continual_data import tiny_settings, tiny_stream
 
 SHAPE = (3, 16, 24)
 

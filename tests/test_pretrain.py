@@ -58,19 +58,6 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    """Train on one thread in this module (restored afterwards), like the subprocesses (OMP_NUM_THREADS=1).
-
-    Same thread count everywhere keeps in-process and subprocess runs bit-comparable, and on a shared 2-core
-    machine a second OpenMP thread mostly waits at barriers for a core another process holds.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_synth_pretrain: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One complete in-process run (2 epochs), shared by the checks on its outputs."""

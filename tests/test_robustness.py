@@ -29,17 +29,6 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 EPSILONS = [0.0, 4 / 255, 8 / 255, 16 / 255]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for this module only (restored after): the 2-core CI box is shared, and oversubscribed
-    threads made these tiny convolutions several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 def _easy_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """3 classes: grey noise with channel y raised by 0.12 (about 31 grey levels)."""
     y = torch.randint(0, 3, (n,), generator=g)

@@ -16,7 +16,7 @@ from ser_cli.continual.ser import saliency_optimizer
 from ser_cli.metrics.saliency import kld_loss
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import UserError
-from tests.continual_data import one_thread, tiny_settings, tiny_stream  # noqa: F401  (autouse fixture)
+from tests.continual_data import tiny_settings, tiny_stream
 
 
 def _batch(stream, task: int = 0, n: int = 4) -> StreamBatch:
