@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.registry import Registry
 
 
 class Modulation(nn.Module, ABC):
@@ -58,24 +59,17 @@ class Modulation(nn.Module, ABC):
         """The variant's combination at an enabled point `i`; shapes as in `forward`."""
 
 
-MODULATIONS: dict[str, type[Modulation]] = {}
+MODULATIONS = Registry("modulation")
 
 
 def register_modulation(name: str) -> Callable[[type[Modulation]], type[Modulation]]:
     """Register a `Modulation` subclass under `name`."""
-
-    def decorator(cls: type[Modulation]) -> type[Modulation]:
-        if name in MODULATIONS:
-            raise ValueError(f"modulation {name!r} registered twice")
-        MODULATIONS[name] = cls
-        return cls
-
-    return decorator
+    return MODULATIONS.register(name)
 
 
 def modulation_names() -> list[str]:
     """Names of the registered modulation variants, sorted."""
-    return sorted(MODULATIONS)
+    return MODULATIONS.names()
 
 
 def build_modulation(name: str, channels: list[int], blocks: list[int]) -> Modulation:
@@ -84,9 +78,7 @@ def build_modulation(name: str, channels: list[int], blocks: list[int]) -> Modul
     Raises:
         UserError: unknown `name` or malformed `blocks`.
     """
-    if name not in MODULATIONS:
-        raise UserError(f"unknown modulation {name!r}; choose one of: {', '.join(modulation_names())}")
-    return MODULATIONS[name](channels, blocks)
+    return MODULATIONS.lookup(name)(channels, blocks)
 
 
 @register_modulation("multiply")

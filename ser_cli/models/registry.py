@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.registry import Registry
 
 Modulate = Callable[[int, Tensor], Tensor]
 
@@ -71,31 +72,17 @@ def _relu_at(i: int, pre: Tensor) -> Tensor:
     return F.relu(pre)
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {}
+BACKBONES = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register a backbone factory `factory(num_classes) -> Backbone` under `name`.
-
-    Args:
-        name: Registry key, used in `params.yaml` and on the command line.
-
-    Returns:
-        A decorator that records the factory and returns it unchanged.
-    """
-
-    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    """Register a backbone factory `factory(num_classes) -> Backbone` under `name` (the params / CLI key)."""
+    return BACKBONES.register(name)
 
 
 def backbone_names() -> list[str]:
     """Names of the registered backbones, sorted."""
-    return sorted(BACKBONES)
+    return BACKBONES.names()
 
 
 def build_backbone(name: str, num_classes: int) -> Backbone:
@@ -108,8 +95,7 @@ def build_backbone(name: str, num_classes: int) -> Backbone:
     Raises:
         UserError: `name` is not registered or `num_classes` is not positive.
     """
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(backbone_names())}")
+    factory = BACKBONES.lookup(name)
     if num_classes < 1:
         raise UserError(f"num_classes must be >= 1, got {num_classes}")
-    return BACKBONES[name](num_classes=num_classes)
+    return factory(num_classes=num_classes)

@@ -13,37 +13,24 @@ from ser_cli.continual.methods.base import Method
 from ser_cli.continual.seeds import BUFFER, derive_seed
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.registry import Registry
 
-METHODS: dict[str, type[Method]] = {}
+METHODS = Registry("method", setting="train.method", set_name=True)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Register a `Method` subclass under `name` (also stored as its `name` attribute)."""
-
-    def decorator(cls: type[Method]) -> type[Method]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return decorator
+    return METHODS.register(name)
 
 
 def method_names() -> list[str]:
     """Names of the registered methods, sorted."""
-    return sorted(METHODS)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    """The class registered as `name`.
-
-    Raises:
-        UserError: unknown name.
-    """
-    if name not in METHODS:
-        raise UserError(f"train.method: unknown method {name!r}; choose one of: {', '.join(method_names())}")
-    return METHODS[name]
+    """The class registered as `name` (UserError for an unknown name)."""
+    return METHODS.lookup(name)
 
 
 def build_method(name: str, learner: Learner, settings: TrainSettings, image_shape: tuple[int, int, int]) -> Method:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.registry import Registry
 
 # read_points(points_file, source (h, w), target (h, w)) -> (K, 3) int32 (observer, y, x) on the target grid
 PointsReader = Callable[[Path, tuple[int, int], tuple[int, int]], np.ndarray]
@@ -94,33 +94,19 @@ class Importer(ABC):
         """
 
 
-IMPORTERS: dict[str, type[Importer]] = {}
+IMPORTERS = Registry("dataset format", set_name=True)
 
 
 def register_importer(name: str) -> Callable[[type[Importer]], type[Importer]]:
     """Register an `Importer` subclass under `name` (the FORMAT argument of `ser data import`)."""
-
-    def decorator(cls: type[Importer]) -> type[Importer]:
-        if name in IMPORTERS:
-            raise ValueError(f"importer {name!r} registered twice")
-        cls.name = name
-        IMPORTERS[name] = cls
-        return cls
-
-    return decorator
+    return IMPORTERS.register(name)
 
 
 def importer_names() -> list[str]:
     """Names of the registered formats, sorted."""
-    return sorted(IMPORTERS)
+    return IMPORTERS.names()
 
 
 def build_importer(name: str) -> Importer:
-    """The importer registered as `name`.
-
-    Raises:
-        UserError: no format of that name.
-    """
-    if name not in IMPORTERS:
-        raise UserError(f"unknown dataset format {name!r}; choose one of: {', '.join(importer_names())}")
-    return IMPORTERS[name]()
+    """The importer registered as `name` (UserError for an unknown format)."""
+    return IMPORTERS.lookup(name)()
