@@ -138,6 +138,15 @@ class TrainConfig(Section):
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
+    classifier_init: str = Field(
+        "auto", description="Where the classifier's backbone starts: saliency (the encoder of "
+        "train.saliency_checkpoint, head fresh), random, a classification checkpoint file, or auto (the authors' "
+        "released protocol: plain methods from the saliency encoder when train.saliency_checkpoint is set, SER "
+        "runs random).")
+    stream_taps: Literal["train", "eval"] = Field(
+        "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
+        "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")
+    diagnostics_every: int = Field(25, ge=0, description="Log modulation diagnostics every N steps (0: off).")
     precision: Precision = Field("auto", description=PRECISION_HELP)
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")

@@ -3,13 +3,14 @@
 Runs of the same configuration on the same dataset (several seeds) are grouped by config hash and summarised as
 mean +- std (`ser_cli.report.compare`); a group trained on a spurious dataset gets the drop from its clean partner.
 Writes `REPORT/summary.json`, `REPORT/report.md` (headline table, runs, figures, every metric), `REPORT/table.txt`,
-`REPORT/accuracy_curves.png` and `REPORT/robustness_curves.png`, all into `REPORT.partial/` renamed when complete.
+`REPORT/accuracy_curves.png` and `REPORT/robustness_curves.png`, staged in `REPORT.partial/` and moved into `REPORT`
+when complete; an existing `REPORT` is only replaced when it is an earlier `ser compare` report (of other
+evaluations only with `--overwrite`), and files `ser` did not write are kept.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from ser_cli.report.compare import Group, group_evals, load_eval, summary
 from ser_cli.report.render import group_curves, headline_columns, report_markdown, rich_table
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.hashing import file_sha256
+from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.progress import log
 
 
 @dataclass
@@ -33,23 +37,37 @@ class CompareResult:
     summary: dict[str, Any]
 
 
-def run(evals: list[Path], out: Path) -> CompareResult:
-    """Load, group and report `evals` into the folder `out` (replaced if it exists)."""
+def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
+    """Load, group and report `evals` into the folder `out` (see `OutputFolder` for what an existing one gets)."""
     _check_inputs(evals, out)
+    folder = OutputFolder(out, "ser compare", _identity(evals), overwrite)
+    state = folder.state()
     groups = group_evals([load_eval(p) for p in evals])
     columns = headline_columns(groups)
     result = summary(groups, list(columns))
-    tmp = Path(f"{out}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    images = _figures(groups, tmp)
-    write_json_atomic(tmp / "summary.json", result)
-    write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images))
     table = rich_table(groups, columns)
-    write_text_atomic(tmp / "table.txt", plain_text(table))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return CompareResult(Path(out), table, result)
+    if state == "complete":
+        log(f"{out}: already complete for these evaluations, nothing to do")
+        return CompareResult(Path(out), table, result)
+    tmp = folder.start()
+    try:
+        images = _figures(groups, tmp)
+        write_json_atomic(tmp / "summary.json", result)
+        write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images))
+        write_text_atomic(tmp / "table.txt", plain_text(table))
+    except BaseException:
+        folder.abandon()
+        raise
+    return CompareResult(folder.commit(), table, result)
+
+
+def _identity(evals: list[Path]) -> str:
+    """The evaluations' paths and the bytes of what the report reads from them."""
+    parts = {}
+    for p in evals:
+        files = sorted(f for f in Path(p).rglob("*") if f.is_file() and f.suffix in (".json", ".csv"))
+        parts[str(Path(p).resolve())] = {f.relative_to(p).as_posix(): file_sha256(f) for f in files}
+    return identity_hash(parts)
 
 
 def plain_text(table: Table) -> str:
@@ -66,10 +84,7 @@ def _check_inputs(evals: list[Path], out: Path) -> None:
     for p, r in zip(evals, resolved, strict=True):
         if resolved.count(r) > 1:
             raise UserError(f"{p}: given more than once; each evaluation folder counts once")
-    if Path(out).resolve() in resolved:
-        raise UserError(f"--out {out}: is one of the evaluation folders; choose another name, e.g. reports/compare")
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    check_disjoint({"--out": Path(out)}, {f"EVAL#{i + 1}": Path(p) for i, p in enumerate(evals)})
 
 
 def _figures(groups: list[Group], folder: Path) -> list[Path]:

@@ -13,8 +13,8 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
   images with the saliency branch's map overlaid (for a run without SER: the input-gradient saliency of the true
   class, |d logit_y / d x| maximised over colour channels, Simonyan et al., ICLR-W 2014).
 
-Everything goes to `OUT.partial/`, renamed to `OUT` when complete: `metrics.json` (flat numbers), `run.json` (the
-run's identity, for `ser compare`), `plots/*.csv` (for DVC) and the PNGs.
+Everything is staged in `OUT.partial/` and moved into `OUT` when complete (`ser_cli.runtime.output_folder`):
+`metrics.json` (flat numbers), `run.json` (the run's identity, for `ser compare`), `plots/*.csv` (for DVC) and the PNGs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,7 +53,9 @@ from ser_cli.metrics.saliency import saliency_scores
 from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.errors import UserError
-from ser_cli.runtime.progress import progress_bar
+from ser_cli.runtime.hashing import file_sha256
+from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.progress import log, progress_bar
 from stages.spurious import is_spurious
 
 N_OVERLAY = 8
@@ -146,23 +147,32 @@ def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, maps_path: Path | None = None,
-        device: torch.device | str = "cpu", source: dict[str, Any] | None = None) -> EvalResult:
+        device: torch.device | str = "cpu", source: dict[str, Any] | None = None,
+        overwrite: bool = False) -> EvalResult:
     """Evaluate `model` on the test split of `data_path` and write the evaluation folder `out`.
 
     Args:
         cfg: The `evaluate` section (epsilons, attacks, PGD steps, batch size, subset size, class-IL logits, seed).
         model: The trained run.
         data_path: Its data file (checked by fingerprint).
-        out: The evaluation folder (replaced when complete).
+        out: The evaluation folder; an existing one is only replaced when it is an earlier evaluation (of another
+            run or settings only with `overwrite`), and only the files that evaluation wrote are replaced.
         maps_path: Saliency targets (`ser precompute`); None uses the data file's own maps, if any.
         device: Where the model lives.
         source: Extra provenance for `run.json` (e.g. {"run_dir": ...}).
+        overwrite: Replace a finished evaluation of another run or other settings.
     """
     device = torch.device(device)
+    run_dir = Path(source["run_dir"]) if source and source.get("run_dir") else None
+    check_disjoint({"--out": out}, {"--run": run_dir, "--data": data_path, "--maps": maps_path})
     data = DataFile(data_path)
     check_same_data(model, data)
-    check_maps(maps_path, data)
+    maps = check_maps(maps_path, data)
     attacks, epsilons = check_attacks(cfg.attacks), check_epsilons(cfg.epsilons)
+    folder = OutputFolder(out, "ser evaluate", _output_identity(cfg, model, data, maps, run_dir), overwrite)
+    if folder.state() == "complete":
+        log(f"{out}: already complete for this run, data and settings, nothing to do")
+        return EvalResult(Path(out), json.loads((Path(out) / "metrics.json").read_text()))
     R = trained_matrices(model.accuracy)
     scope = EvalScope.of(model.settings, data, len(R["class_il"]), cfg.class_il_logits)
     metrics, curves = continual_metrics(R)
@@ -173,20 +183,31 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
     metrics.update(_test_metrics(test, scope))
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
-    tmp = _fresh(Path(f"{out}.partial"))
-    _write_tables(tmp, R, curves, robustness)
-    _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
-    write_json_atomic(tmp / "metrics.json", metrics)
-    write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return EvalResult(Path(out), metrics)
+    tmp = folder.start()
+    try:
+        (tmp / "plots").mkdir()
+        _write_tables(tmp, R, curves, robustness)
+        _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
+        write_json_atomic(tmp / "metrics.json", metrics)
+        write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
+    except BaseException:
+        folder.abandon()
+        raise
+    return EvalResult(folder.commit(), metrics)
 
 
-def _fresh(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "plots").mkdir(parents=True)
-    return folder
+def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, maps: MapsFile | None,
+                     run_dir: Path | None) -> str:
+    """What an evaluation depends on: settings, the run's bytes (or its identity), the data and the maps."""
+    model_file = run_dir / "model.pt" if run_dir else None
+    return identity_hash({
+        "evaluate": cfg.model_dump(mode="json"),
+        "run": file_sha256(model_file) if model_file and model_file.is_file() else model.config_hash,
+        "seed": model.settings.seed,
+        "accuracy": {k: np.asarray(v, dtype=float).tolist() for k, v in model.accuracy.items()},
+        "data": data.fingerprint,
+        "maps": [str(maps.path.resolve()), maps.model_sha256] if maps else None,
+    })
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ser_cli.data.importers.parallel import ordered_map, worker_pool
 from ser_cli.data.schema import SPLITS
 from ser_cli.data.writer import StoreWriter, partial_path
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 
 BLOCK_ROWS = 32  # rows per write (and per flush): what an interruption can lose
@@ -43,6 +44,7 @@ def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions)
     src = Path(src).expanduser().resolve()
     if not src.is_dir():
         raise UserError(f"{src}: source folder not found")
+    check_disjoint({"--out": Path(out)}, {"SRC": src})
     plan = importer.scan(src, options)
     provenance = _provenance(cfg, fmt, src, plan)
     _discard_stale_partial(Path(out), provenance)

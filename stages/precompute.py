@@ -47,6 +47,7 @@ from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.device import autocast, resolve_device
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 
 SLOW_ENV = "SER_TEST_SLOW_PRECOMPUTE"
@@ -109,6 +110,7 @@ def run(
     metrics_path: Path | None = None,
 ) -> PrecomputeResult | None:
     """Write the maps file `out` for `data`; `model=None` copies the data's own maps. Returns None on ranks > 0."""
+    check_disjoint({"--out": out, "--metrics": metrics_path}, {"--data": data, "--model": model})
     data_file = DataFile(data)
     _check_out(Path(out), data_file)
     info = distributed.detect()
@@ -124,8 +126,6 @@ def run(
 
 
 def _check_out(out: Path, data: DataFile) -> None:
-    if out.resolve() == data.path.resolve():
-        raise UserError(f"--out {out}: is the data file itself; choose another name, e.g. data/maps.h5")
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give a file name, e.g. {out / 'maps.h5'}")
 

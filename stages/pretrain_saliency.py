@@ -43,6 +43,7 @@ from ser_cli.plots.saliency_grid import plot_saliency_grid
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import (
     capture_rng_state,
+    check_same_identity,
     load_checkpoint,
     remove_checkpoint,
     restore_rng_state,
@@ -50,6 +51,7 @@ from ser_cli.runtime.checkpoint import (
 )
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.runtime.seeding import seed_everything
 from ser_cli.training.encoder_init import load_classifier_encoder
@@ -93,16 +95,17 @@ class _Clock:
         return self.before + time.perf_counter() - self.start
 
 
-def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto") -> PretrainResult:
+def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", restart: bool = False) -> PretrainResult:
     """Train (or resume), evaluate against the centre bias and write the outputs to `out`."""
     data, out = Path(data), Path(out)
+    check_disjoint({"--out": out}, {"--data": data, "--init-from": cfg.init_from})
     device = resolve_device(device_name)
     info = _check_data(data, cfg)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     identity = {"params": cfg.model_dump(mode="json", exclude=RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
-    saved = _load_same_run(out / CHECKPOINT, identity)
+    saved = _load_same_run(out / CHECKPOINT, identity, restart)
     net = _build_net(cfg, fresh=saved is None)
     net = net.to(device, memory_format=torch.channels_last)
     normalize = Normalizer(device, torch.channels_last)
@@ -130,25 +133,15 @@ def _check_data(data: Path, cfg: SaliencyConfig) -> DataFile:
     return info
 
 
-def _load_same_run(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+def _load_same_run(path: Path, identity: dict[str, Any], restart: bool = False) -> dict[str, Any] | None:
     """The checkpoint of an interrupted run of the same command, or None; a different run's is an error."""
-    saved = load_checkpoint(path)
-    if saved is None:
-        return None
-    before = saved.get("identity", {})
-    old, new = _flat(before), _flat(identity)
-    for key in sorted(old.keys() | new.keys()):
-        if old.get(key) != new.get(key):
-            raise UserError(f"{path}: left by an interrupted run with other settings ({key}: {old.get(key)!r}, "
-                            f"now {new.get(key)!r}); rerun with those settings, or delete it to start over")
+    if restart and path.is_file():
+        path.unlink()
+        log(f"{path}: discarded (--restart); starting from zero")
+    saved = load_checkpoint(path, expected_keys=("identity", "trainer", "rng", "elapsed"))
+    if saved is not None:
+        check_same_identity(path, saved["identity"], identity)
     return saved
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    items: dict[str, Any] = {}
-    for k, v in d.items():
-        items.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return items
 
 
 def _build_net(cfg: SaliencyConfig, fresh: bool) -> SaliencyNet:

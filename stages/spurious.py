@@ -20,6 +20,7 @@ from ser_cli.data.store import DataFile, read_image
 from ser_cli.data.synth import brighten
 from ser_cli.data.writer import StoreWriter
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import progress_bar
 
 BLOCK = 64
@@ -34,6 +35,7 @@ def is_spurious(data: DataFile) -> bool:
 
 def run(src: Path, out: Path) -> Path:
     """Write the spurious copy of `src` to `out`; returns its path."""
+    check_disjoint({"--out": Path(out)}, {"IN": Path(src)})
     data = DataFile(src)
     _check(data, Path(out))
     provenance = {"generator": "spurious", "spurious": True, "transform": TRANSFORM, "source": str(data.path),
@@ -50,8 +52,6 @@ def run(src: Path, out: Path) -> Path:
 
 
 def _check(data: DataFile, out: Path) -> None:
-    if out.resolve() == data.path.resolve():
-        raise UserError(f"--out {out}: is the input file itself; choose another name, e.g. data/spurious.h5")
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give a file name, e.g. {out / 'spurious.h5'}")
     if is_spurious(data):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import resource
 import time
@@ -22,38 +23,62 @@ import torch
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
 from ser_cli.continual import ContinualTrainer, ProgressEvent, TrainSettings
+from ser_cli.continual.run_identity import RunIdentity, check_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.continual import SCENARIOS, continual_metrics
 from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
+from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.continual import plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
+from ser_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.training.encoder_init import backbone_weights, classification_weights
 
 CHECKPOINT = "checkpoint.pt"
+DIAGNOSTIC = "mod_"  # modulation diagnostics in the log (`Learner.pop_diagnostics`), summarised in metrics.json
 
 
-def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = "auto") -> dict[str, float]:
-    """Train (or resume) the run in `out`; returns the flat metrics."""
+def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = "auto",
+        start: str = "resume") -> dict[str, float]:
+    """Train (or resume) the run in `out`; returns the flat metrics.
+
+    Args:
+        start: `resume` (continue a checkpoint of the same inputs; a finished run of the same inputs is left as it
+            is), `restart` (discard this run's checkpoint and start from zero) or `overwrite` (also replace a
+            finished run of other inputs or settings).
+    """
+    out = Path(out)
+    check_disjoint({"--out": out}, {"--data": data, "--maps": maps,
+                                    "train.saliency_checkpoint": params.train.saliency_checkpoint})
     dev = resolve_device(device)
     settings = TrainSettings.from_mapping({**params.train.model_dump(),
                                            "class_il_logits": params.evaluate.class_il_logits})
     data_file = DataFile(data)
     maps_file = _check_maps(maps, data_file, settings)
     saliency_net, saliency_sha = _saliency_net(params, settings)
+    init_weights, init_sha = _classifier_weights(params, settings, saliency_net)
+    identity = RunIdentity(config_hash(settings), settings.seed, data_file.fingerprint,
+                           maps_file.identity() if maps_file else None, saliency_sha, init_sha)
+    if check_run_folder(out, identity, start) == "complete":
+        log(f"{out}: already complete for these inputs and settings, nothing to do")
+        return json.loads((out / "metrics.json").read_text())
     scenario = ClassIncrementalScenario(data, maps, settings.n_tasks, settings.classes_per_task,
                                         settings.batch_size, settings.seed, workers=params.train.workers)
     out.mkdir(parents=True, exist_ok=True)
     log_rows: list[dict[str, Any]] = []
     clock = _Clock()
-    trainer = ContinualTrainer(settings, scenario, dev, saliency_net,
-                               checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.elapsed()))
-    _resume(out, trainer, log_rows, clock)
+    trainer = ContinualTrainer(settings, scenario, dev, saliency_net if settings.ser else None,
+                               checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.elapsed(),
+                                                                         identity),
+                               classifier_weights=init_weights)
+    _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
     with progress_bar() as bar:
         total = sum(settings.epochs * scenario.n_batches(p.tasks) for p in trainer.phases)
         task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
@@ -64,8 +89,8 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
-    metrics = _metrics(result, clock.elapsed(), dev)
-    _write_outputs(out, params, settings, result, metrics, log_rows, provenance)
+    metrics = {**_metrics(result, clock.elapsed(), dev), **diagnostics_summary(log_rows)}
+    _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.pt is the artefact now
     return metrics
 
@@ -80,19 +105,36 @@ def _check_maps(maps: Path | None, data_file: DataFile, settings: TrainSettings)
     return maps_file
 
 
+def _classifier_weights(params: Params, settings: TrainSettings,
+                        saliency_net: SaliencyNet | None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """The backbone tensors the classifier starts from, checked against it, and the sha256 of their file."""
+    if settings.classifier_init == "random":
+        return None, None
+    template = build_backbone(settings.backbone, settings.n_classes)
+    if settings.classifier_init == "saliency":
+        source = f"train.classifier_init=saliency: {params.train.saliency_checkpoint}"
+        return backbone_weights(template, saliency_net.encoder.state_dict(), source), None  # sha: the saliency's
+    path = Path(params.train.classifier_init)
+    weights = classification_weights(path, "train.classifier_init")
+    return backbone_weights(template, weights, f"train.classifier_init {path}"), file_sha256(path)
+
+
 def _saliency_net(params: Params, settings: TrainSettings) -> tuple[SaliencyNet | None, str | None]:
-    """The pretrained saliency network SER starts from (none for a plain run)."""
-    if not settings.ser:
+    """The pretrained saliency network SER starts from, or whose encoder the classifier starts from."""
+    if not settings.ser and settings.classifier_init != "saliency":
         return None, None
     path = params.train.saliency_checkpoint
+    need = "SER" if settings.ser else "train.classifier_init=saliency"
     if path is None:
-        raise UserError("train.saliency_checkpoint: SER needs the model.pt of `ser pretrain-saliency` "
+        raise UserError(f"train.saliency_checkpoint: {need} needs the model.pt of `ser pretrain-saliency` "
                         "(--set train.saliency_checkpoint=PATH)")
     if not Path(path).is_file():
+        hint = "" if settings.ser else " (or --set train.classifier_init=random)"
         raise UserError(f"train.saliency_checkpoint: {path} not found; run `ser pretrain-saliency` first or point "
-                        "it at its model.pt")
+                        f"it at its model.pt{hint}")
     net, _ = load_saliency_checkpoint(Path(path))
     if net.config()["backbone"] != settings.backbone:
+        # also guards classifier_init=saliency: the encoder must be the classifier's architecture
         raise UserError(f"{path}: saliency network was pretrained with backbone {net.config()['backbone']!r}, "
                         f"but train.backbone is {settings.backbone!r}; pretrain with saliency.backbone="
                         f"{settings.backbone}")
@@ -109,21 +151,25 @@ class _Clock:
         return self.before + time.perf_counter() - self.start
 
 
-def _save_checkpoint(out: Path, state: dict[str, Any], log_rows: list[dict[str, Any]], seconds: float) -> None:
-    tmp = out / f"{CHECKPOINT}.partial"
-    torch.save({"trainer": state, "log": log_rows, "seconds": seconds}, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+def _save_checkpoint(out: Path, state: dict[str, Any], log_rows: list[dict[str, Any]], seconds: float,
+                     identity: RunIdentity) -> None:
+    save_checkpoint(out / CHECKPOINT, {"trainer": state, "log": log_rows, "seconds": seconds,
+                                       "identity": identity.to_dict()})
 
 
-def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: _Clock) -> None:
+def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: _Clock,
+            identity: RunIdentity, restart: bool) -> None:
     path = out / CHECKPOINT
     if not path.is_file():
         return
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001 - a checkpoint cut by a crash is rewritten from scratch
-        log(f"{path}: unreadable, starting the run afresh")
+    if restart:
+        path.unlink()
+        log(f"{path}: discarded (--restart); starting the run from zero")
         return
+    saved = load_checkpoint(path, expected_keys=("trainer", "log", "seconds", "identity"))
+    if saved is None:
+        return
+    identity.check_resumes(saved["identity"], path)
     trainer.load_state_dict(saved["trainer"])
     log_rows.extend(row for row in saved["log"] if row["step"] <= trainer.position.step)
     clock.before = float(saved["seconds"])
@@ -141,7 +187,7 @@ def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: _Clock):
             log_rows.append({"step": event.step, "task": event.task, "epoch": event.epoch,
                              **{k: round(v, 6) for k, v in event.losses.items()},
                              "seconds": round(clock.elapsed(), 3)})
-            losses = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items())
+            losses = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items() if not k.startswith(DIAGNOSTIC))
             bar.update(task, advance=1, info=f"task {event.task} {losses}")
         else:
             seen = [a for a in event.class_il if a == a]
@@ -166,6 +212,17 @@ def _metrics(result, seconds: float, device: torch.device) -> dict[str, float]:
     return metrics
 
 
+def diagnostics_summary(log_rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over the run of each modulation diagnostic and of the saliency branch's KLD on the stream."""
+    columns = sorted({k for row in log_rows for k in row if k.startswith(DIAGNOSTIC) or k == "saliency_kld"})
+    summary = {}
+    for column in columns:
+        values = [float(row[column]) for row in log_rows if row.get(column, "") != ""]
+        name = "stream_saliency_kld" if column == "saliency_kld" else column
+        summary[f"{name}_mean"] = round(float(np.mean(values)), 6)
+    return summary
+
+
 def _peak_memory(device: torch.device) -> int:
     """Peak GPU memory allocated on CUDA, peak resident set size of the process on CPU."""
     if device.type == "cuda":
@@ -174,13 +231,16 @@ def _peak_memory(device: torch.device) -> int:
 
 
 def _write_outputs(out: Path, params: Params, settings: TrainSettings, result, metrics: dict[str, float],
-                   log_rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+                   log_rows: list[dict[str, Any]], provenance: dict[str, Any], identity: RunIdentity) -> None:
     write_json_atomic(out / "accuracy_matrix.json", {"class_il": result.class_il, "task_il": result.task_il,
                                                      "class_il_logits": result.class_il_logits,
                                                      "saliency": result.saliency})
     write_json_atomic(out / "metrics.json", metrics)
     write_json_atomic(out / "run.json", {"config_hash": config_hash(settings), "method": settings.method,
-                                         "ser": settings.ser, "seed": settings.seed, **provenance})
+                                         "ser": settings.ser, "seed": settings.seed,
+                                         "classifier_init": settings.classifier_init,
+                                         "stream_taps": settings.stream_taps, **provenance,
+                                         "identity": identity.to_dict()})
     write_text_atomic(out / "params.yaml", params_to_yaml(params))
     write_text_atomic(out / "train_log.csv", _csv(log_rows))
     plot_avg_accuracy(out / "avg_accuracy.png", _curves_and_metrics(result)[0])

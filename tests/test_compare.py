@@ -129,7 +129,7 @@ def test_bad_inputs_are_one_line_user_errors(evals: list[Path], tmp_path: Path) 
     for folders, words in cases:
         with pytest.raises(UserError, match=words):
             stage.run(folders, tmp_path / "r")
-    with pytest.raises(UserError, match="is one of the evaluation folders"):
+    with pytest.raises(UserError, match="is the input EVAL"):
         stage.run(evals[:2], evals[1])
 
 
@@ -137,8 +137,10 @@ def test_cli_prints_the_table_and_the_folder(evals: list[Path], tmp_path: Path) 
     result = runner.invoke(app, ["compare", *map(str, evals), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "derpp [spurious]" in result.stdout and result.stdout.strip().endswith(str(tmp_path / "r"))
+    refused = runner.invoke(app, ["compare", *map(str, evals[:2]), "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     as_json = json.loads(runner.invoke(app, ["compare", *map(str, evals[:2]), "--out", str(tmp_path / "r"),
-                                             "--json"]).stdout)
+                                             "--json", "--overwrite"]).stdout)
     assert [g["label"] for g in as_json["groups"]] == ["derpp", "derpp+ser"]
     bad = runner.invoke(app, ["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
     lines = [line for line in bad.stderr.splitlines() if line.strip()]

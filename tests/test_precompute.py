@@ -230,7 +230,9 @@ def test_bad_inputs_exit_2_with_one_line(
         "holds no saliency maps to copy": ["--from-dataset", "--data", str(no_maps)],
         "give exactly one of --model": ["--data", str(tiny_synth)],
         "exactly one of --model FILE": ["--model", str(model), "--from-dataset", "--data", str(tiny_synth)],
-        "is the data file itself": ["--from-dataset", "--data", str(tiny_synth), "--out", str(tiny_synth)],
+        "is the input --data": ["--from-dataset", "--data", str(tiny_synth), "--out", str(tiny_synth)],
+        "--out": ["--model", str(model), "--data", str(tiny_synth), "--out", str(model)],
+        "--metrics": ["--from-dataset", "--data", str(tiny_synth), "--metrics", str(tiny_synth)],
     }
     for expected, args in cases.items():
         code, stdout, stderr = _cli("precompute", *args, *(["--out", out] if "--out" not in args else []))

@@ -207,12 +207,15 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
 
     identity = {"params": SaliencyConfig(**TINY).model_dump(mode="json", exclude=stage.RESUMABLE_KEYS),
                 "data_fingerprint": "abc"}
-    save_checkpoint(tmp_path / "checkpoint.pt", {"identity": identity})
-    assert stage._load_same_run(tmp_path / "checkpoint.pt", identity) == {"identity": identity}
+    state = {"identity": identity, "trainer": {}, "rng": {}, "elapsed": 0.0}
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    assert stage._load_same_run(tmp_path / "checkpoint.pt", identity) == state
     changed = {**identity, "params": {**identity["params"], "lr": 0.01}}
-    with pytest.raises(UserError, match=r"checkpoint\.pt: left by an interrupted run with other settings "
-                                        r"\(params\.lr: 0\.05, now 0\.01\)"):
+    with pytest.raises(UserError, match=r"checkpoint\.pt: left by an interrupted run with another params\.lr "
+                                        r"\(0\.05, now 0\.01\); .* --restart"):
         stage._load_same_run(tmp_path / "checkpoint.pt", changed)
+    assert stage._load_same_run(tmp_path / "checkpoint.pt", changed, restart=True) is None
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def _classifier_state(name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -274,7 +277,7 @@ def test_init_from_missing_keys_is_a_user_error(tmp_path: Path) -> None:
     state = _classifier_state("resnet18_reduced", seed=1)
     del state["blocks.3.units.1.conv2.weight"]
     torch.save(state, tmp_path / "cut.pt")
-    with pytest.raises(UserError, match=r"cut\.pt: missing encoder key 'blocks\.3\.units\.1\.conv2\.weight'"):
+    with pytest.raises(UserError, match=r"cut\.pt: missing backbone key 'blocks\.3\.units\.1\.conv2\.weight'"):
         load_classifier_encoder(SaliencyNet("resnet18_reduced").encoder, tmp_path / "cut.pt")
 
 

@@ -75,7 +75,7 @@ def test_bad_inputs(tiny_synth: Path, tmp_path: Path) -> None:
     spur = stage.run(tiny_synth, tmp_path / "spur.h5")
     with pytest.raises(UserError, match="already has the spurious feature"):
         stage.run(spur, tmp_path / "twice.h5")
-    with pytest.raises(UserError, match="input file itself"):
+    with pytest.raises(UserError, match="is the input IN"):
         stage.run(tiny_synth, tiny_synth)
     assert not (tmp_path / "twice.h5").exists() and not Path(f"{tmp_path / 'twice.h5'}.partial").exists()
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import JsonOpt
+from ser_cli.cli.options import JsonOpt, OverwriteOpt
 
 WIDE = 200
 
@@ -19,6 +19,7 @@ def compare(
     evals: Annotated[list[Path], typer.Argument(help="Evaluation folders (ser evaluate --out EVAL), any number.")],
     out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")],
     as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Compare evaluations: a table on stdout, REPORT/report.md, REPORT/summary.json and two figures.
 
@@ -27,7 +28,7 @@ def compare(
     """
     from stages import compare as stage
 
-    result = stage.run(evals, out)
+    result = stage.run(evals, out, overwrite)
     if as_json:
         typer.echo(json.dumps({"out": str(result.out), **result.summary}, indent=2, sort_keys=True))
         return

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, JsonOpt, OverwriteOpt, ParamsOpt, SeedOpt, SetOpt, build_params
 
 
 @error_boundary
@@ -27,6 +27,7 @@ def evaluate(
     set_: SetOpt = None,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Evaluate a trained run on its data file's test split (parameters under evaluate).
 
@@ -41,7 +42,8 @@ def evaluate(
     from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
 
     dev = resolve_device(device)
-    result = stage.run(cfg, load_run(run, dev), data, out, maps, dev, source={"run_dir": str(run)})
+    result = stage.run(cfg, load_run(run, dev), data, out, maps, dev, source={"run_dir": str(run)},
+                       overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps({"out": str(result.out), **result.metrics}, indent=2, sort_keys=True))
     else:

@@ -20,6 +20,15 @@ SetOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage (overrides its section's seed).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace a finished output of this command made from other inputs or settings "
+                 "(files ser did not write are never touched)."),
+]
+RestartOpt = Annotated[
+    bool,
+    typer.Option("--restart", help="Discard the checkpoint of an interrupted run in --out and start from zero."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 

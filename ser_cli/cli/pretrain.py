@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, RestartOpt, SeedOpt, SetOpt, build_params
 
 SHOWN = ("kld", "cc", "sim", "nss", "auc_judd")
 
@@ -29,6 +29,7 @@ def pretrain_saliency(
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
+    restart: RestartOpt = False,
 ) -> None:
     """Train the saliency predictor (parameters under saliency) and compare it with a centre-bias map.
 
@@ -40,7 +41,7 @@ def pretrain_saliency(
     cfg = build_params(params, set_, seed, "saliency.seed").saliency
     if init_from is not None:
         cfg = cfg.model_copy(update={"init_from": str(init_from)})
-    result = stage.run(cfg, data, out, device_name=device)
+    result = stage.run(cfg, data, out, device_name=device, restart=restart)
     if as_json:
         typer.echo(json.dumps({"model": str(result.model), "files": [str(f) for f in result.files],
                                "metrics": result.metrics}, indent=2, sort_keys=True))

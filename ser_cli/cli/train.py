@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, OverwriteOpt, ParamsOpt, RestartOpt, SeedOpt, SetOpt, build_params
 
 
 @error_boundary
@@ -25,6 +25,8 @@ def train(
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    restart: RestartOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a classifier continually (class-incremental, online) with a replay method and optional SER."""
     from stages import train as stage
@@ -35,5 +37,6 @@ def train(
     if ser is not None:
         overrides.append(f"train.ser={str(ser).lower()}")
     cfg = build_params(params, overrides, seed, "train.seed")
-    metrics = stage.run(cfg, data, maps, out, device)
+    metrics = stage.run(cfg, data, maps, out, device,
+                        start="overwrite" if overwrite else "restart" if restart else "resume")
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True))

@@ -60,6 +60,8 @@ class Learner:
         self.modulation = modulation
         self.autocast = autocast
         self._stream: tuple[Tensor, list[Tensor]] | None = None  # (stream input, its saliency taps)
+        self.diagnose = False  # measure the modulation on the next stream forward (`pop_diagnostics`)
+        self._diagnostics: dict[str, Tensor] = {}
 
     @property
     def ser(self) -> bool:
@@ -112,7 +114,8 @@ class Learner:
         """
         if self.saliency is None:
             return self.classifier(x)
-        return self.classifier(x, modulate=self._modulate(self._taps(x, role)))
+        record = self.diagnose and role == "stream"
+        return self.classifier(x, modulate=self._modulate(self._taps(x, role), record))
 
     def _taps(self, x: Tensor, role: Role) -> list[Tensor]:
         if role == "replay":
@@ -123,11 +126,19 @@ class Learner:
             raise RuntimeError("role='stream' needs the batch passed to saliency_step in this step")
         return self._stream[1]
 
-    def _modulate(self, taps: list[Tensor]) -> Callable[[int, Tensor], Tensor]:
+    def _modulate(self, taps: list[Tensor], record: bool = False) -> Callable[[int, Tensor], Tensor]:
         def modulate(i: int, c_pre: Tensor) -> Tensor:
-            return self.modulation(i, c_pre, taps[i])
+            out = self.modulation(i, c_pre, taps[i])
+            if record:
+                self._diagnostics.update(modulation_diagnostics(i, c_pre, out))
+            return out
 
         return modulate
+
+    def pop_diagnostics(self) -> dict[str, Tensor]:
+        """The modulation measured on the last stream batch (empty unless `diagnose` was set), then forget it."""
+        diagnostics, self._diagnostics, self.diagnose = self._diagnostics, {}, False
+        return diagnostics
 
     @torch.no_grad()
     def predict_saliency(self, x: Tensor) -> Tensor:
@@ -167,8 +178,25 @@ class Learner:
             self.saliency.load_state_dict(state["saliency"])
 
 
+@torch.no_grad()
+def modulation_diagnostics(i: int, c_pre: Tensor, out: Tensor) -> dict[str, Tensor]:
+    """How much the modulation at point `i` changes the classifier's features on a batch.
+
+    `mod_norm_ratio_i` = ||out|| / ||ReLU(c)||, the modulated features' norm against what the plain network would
+    pass on (1: unchanged; << 1: the modulation crushes the features). `mod_zeroed_i` = the share of the units
+    ReLU(c) keeps active (> 0) that the modulation sets to zero.
+    """
+    plain = torch.relu(c_pre.float())  # (B, C, H, W)
+    out = out.float()
+    active = plain > 0
+    ratio = out.norm() / plain.norm().clamp_min(1e-12)
+    zeroed = ((out <= 0) & active).sum() / active.sum().clamp_min(1)
+    return {f"mod_norm_ratio_{i}": ratio, f"mod_zeroed_{i}": zeroed.float()}
+
+
 def build_learner(
-    settings: TrainSettings, device: torch.device | str, saliency_net: SaliencyNet | None = None
+    settings: TrainSettings, device: torch.device | str, saliency_net: SaliencyNet | None = None,
+    classifier_weights: dict[str, Tensor] | None = None,
 ) -> Learner:
     """The classifier for `settings.n_classes` classes, plus the SER branch and modulation when `settings.ser`.
 
@@ -176,6 +204,8 @@ def build_learner(
         settings: Backbone, SER switch, modulation, saliency lr and freezing, precision.
         device: Training device.
         saliency_net: The pretrained saliency network for SER; None builds an untrained one (tests, ablations).
+        classifier_weights: Backbone tensors without the head (`load_backbone_weights` checked them) that the
+            classifier starts from; None keeps the seeded random initialisation.
 
     Raises:
         UserError: the saliency network's encoder does not have the classifier's tap widths, or a bad
@@ -185,7 +215,10 @@ def build_learner(
     bf16 = use_bf16(settings.precision, device)
     # channels_last only pays off with cuDNN; on CPU it would just change the kernels the tests compare.
     memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
-    classifier = build_backbone(settings.backbone, settings.n_classes).to(device, memory_format=memory_format)
+    classifier = build_backbone(settings.backbone, settings.n_classes)
+    if classifier_weights is not None:
+        classifier.load_state_dict(classifier_weights, strict=False)  # the head keeps its seeded initialisation
+    classifier = classifier.to(device, memory_format=memory_format)
     learner_autocast = functools.partial(autocast, settings.precision, device)
     normalizer = Normalizer(device, memory_format)
     if not settings.ser:
@@ -199,7 +232,7 @@ def build_learner(
     net = net.to(device, memory_format=memory_format)
     modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks))
     modulation = modulation.to(device, memory_format=memory_format)
-    branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast)
+    branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast, settings.stream_taps)
     return Learner(classifier, normalizer, branch, modulation, learner_autocast)
 
 

@@ -42,7 +42,7 @@ from ser_cli.runtime.seeding import seed_everything
 STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 1
 # Settings that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = ("checkpoint_every",)
+RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every")
 
 
 @dataclass
@@ -127,6 +127,7 @@ class ContinualTrainer:
         saliency_net: SaliencyNet | None = None,
         progress: Callable[[ProgressEvent], None] | None = None,
         checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        classifier_weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Seed everything from `settings.seed`, then build the networks, the method and its buffer.
 
@@ -138,6 +139,8 @@ class ContinualTrainer:
             progress: Called with a `ProgressEvent` after each step and each task.
             checkpoint: Called with `state_dict()` every `checkpoint_every` steps and after each task. The dict
                 shares storage with the live networks: serialise it (e.g. `torch.save`) before returning.
+            classifier_weights: Backbone tensors (no head) the classifier starts from (`settings.classifier_init`
+                other than `random`); the head keeps its seeded random initialisation.
 
         Raises:
             UserError: the stream does not match `settings`, or an invalid name / combination in `settings`.
@@ -146,7 +149,7 @@ class ContinualTrainer:
         self.settings, self.stream = settings, stream
         self.progress, self.checkpoint = progress, checkpoint
         seed_everything(settings.seed)
-        self.learner: Learner = build_learner(settings, device, saliency_net)
+        self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
         self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
         self.phases = _phases(method_class(settings.method).schedule, settings.n_tasks)
         self.position = Position()
@@ -204,7 +207,10 @@ class ContinualTrainer:
         images, maps, labels, _ = batch
         device = self.learner.normalize.device
         maps = maps.to(device, torch.float32) if self.learner.ser else maps
+        every = self.settings.diagnostics_every
+        self.learner.diagnose = bool(every) and self.learner.ser and self.position.step % every == 0
         losses = self.method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
+        losses.update(self.learner.pop_diagnostics())
         self.position.batch += 1
         self.position.step += 1
         # One host synchronisation per step, for the NaN check and the progress report together.

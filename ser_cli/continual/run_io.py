@@ -29,7 +29,7 @@ from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
-NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every")
+NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every")
 
 
 def config_hash(settings: TrainSettings) -> str:

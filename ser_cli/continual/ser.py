@@ -43,7 +43,8 @@ class SaliencyBranch:
     """The saliency network of a SER learner, trained online on the stream's target maps (or frozen)."""
 
     def __init__(
-        self, net: SaliencyNet, sal_lr: float, frozen: bool, autocast: Autocast = contextlib.nullcontext
+        self, net: SaliencyNet, sal_lr: float, frozen: bool, autocast: Autocast = contextlib.nullcontext,
+        stream_taps: str = "train",
     ) -> None:
         """Wrap `net`; freeze it or give it its optimiser.
 
@@ -52,8 +53,12 @@ class SaliencyBranch:
             sal_lr: Decoder learning rate; the encoder uses 0.1 * sal_lr.
             frozen: Never update the branch (eval mode, no gradient, no optimiser).
             autocast: Context factory for forward passes (bf16 autocast on CUDA, or a no-op).
+            stream_taps: `train`: the stream batch is modulated by the taps of the saliency step's own train-mode
+                forward (the authors' design); `eval`: by taps of a separate eval-mode pass before the update, the
+                BatchNorm statistics replay and test images see.
         """
         self.net = net
+        self.stream_taps = stream_taps
         self.frozen = frozen
         self.autocast = autocast
         self.optimizer: torch.optim.SGD | None = None
@@ -77,6 +82,7 @@ class SaliencyBranch:
             with torch.no_grad(), self.autocast():
                 pred, taps = self.net(x)  # eval mode: the frozen branch never switches
             return taps, kld_loss(pred.float(), maps)
+        eval_taps = self.features(x) if self.stream_taps == "eval" else None  # before the update, like `taps`
         self.net.train()
         with self.autocast():
             pred, taps = self.net(x)  # (B, 1, H, W), five (B, C_i, H_i, W_i)
@@ -84,7 +90,7 @@ class SaliencyBranch:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return [t.detach() for t in taps], loss.detach()
+        return eval_taps or [t.detach() for t in taps], loss.detach()
 
     @torch.no_grad()
     def features(self, x: Tensor) -> list[Tensor]:

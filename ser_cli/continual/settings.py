@@ -43,6 +43,11 @@ class TrainSettings:
         precision: `fp32`, `bf16` (CUDA autocast + channels_last) or `auto` (bf16 on CUDA, fp32 on CPU).
         checkpoint_every: Also call the checkpoint callback every this many steps (0: only at task ends).
         class_il_logits: Class-IL argmax over the classes `seen` so far, or over `all` logits (the authors' code).
+        classifier_init: Where the classifier's backbone started: `random`, `saliency` (the saliency checkpoint's
+            encoder) or `checkpoint` (a classification checkpoint); the stage loads the weights.
+        stream_taps: BatchNorm mode of the saliency features modulating the stream batch: `train` (those of the
+            saliency step's own forward, the authors' design) or `eval` (a separate eval-mode pass, as for replay).
+        diagnostics_every: Measure the modulation on the stream batch every this many steps (0: never).
     """
 
     method: str = "derpp"
@@ -67,6 +72,9 @@ class TrainSettings:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int = 0
     class_il_logits: Literal["seen", "all"] = "seen"
+    classifier_init: Literal["random", "saliency", "checkpoint"] = "random"
+    stream_taps: Literal["train", "eval"] = "train"
+    diagnostics_every: int = 0
 
     def __post_init__(self) -> None:
         # Lists from YAML become tuples so the settings stay hashable and comparable.
@@ -78,13 +86,18 @@ class TrainSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("buffer_size", "checkpoint_every", "momentum", "weight_decay", "alpha", "beta"):
+        for name in ("buffer_size", "checkpoint_every", "diagnostics_every", "momentum", "weight_decay", "alpha",
+                     "beta"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.sal_lr <= 0:
             raise UserError(f"train.lr and train.sal_lr must be > 0, got {self.lr} and {self.sal_lr}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"train.precision must be one of auto, fp32, bf16, got {self.precision!r}")
+        if self.classifier_init not in ("random", "saliency", "checkpoint"):
+            raise UserError(f"classifier_init must be random, saliency or checkpoint, got {self.classifier_init!r}")
+        if self.stream_taps not in ("train", "eval"):
+            raise UserError(f"train.stream_taps must be 'train' or 'eval', got {self.stream_taps!r}")
         if self.class_il_logits not in ("seen", "all"):
             raise UserError(f"class_il_logits must be 'seen' or 'all', got {self.class_il_logits!r}")
 
@@ -97,13 +110,30 @@ class TrainSettings:
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainSettings:
         """Build from a mapping (e.g. a pydantic `model_dump()`), ignoring keys that are not fields.
 
-        Keys such as `saliency_checkpoint` belong to the stage, not to the library, and are dropped.
+        Keys such as `saliency_checkpoint` belong to the stage, not to the library, and are dropped; a
+        `classifier_init` of `auto` or a file path is resolved to its kind (`resolve_classifier_init`).
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kept = {k: v for k, v in values.items() if k in names}
+        if "classifier_init" in kept:
+            kept["classifier_init"] = resolve_classifier_init(
+                kept["classifier_init"], bool(values.get("ser")), values.get("saliency_checkpoint"))
+        return cls(**kept)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (tuples as lists), for checkpoints and metrics files."""
         out = dataclasses.asdict(self)
         out["mnp_blocks"] = list(self.mnp_blocks)
         return out
+
+
+def resolve_classifier_init(value: str, ser: bool, saliency_checkpoint: str | None) -> str:
+    """`train.classifier_init` as a kind: `auto` follows the authors' released protocol (method.md section 2).
+
+    Plain methods given a saliency checkpoint start from its encoder (the paper's rule that baselines start from
+    the same pretrained weights as the saliency network); SER runs start random (the authors' README command does
+    not pass `--backbone_pretrained`). Any value other than `auto`, `saliency` and `random` is a checkpoint file.
+    """
+    if value == "auto":
+        return "saliency" if saliency_checkpoint and not ser else "random"
+    return value if value in ("saliency", "random") else "checkpoint"

@@ -135,6 +135,11 @@ class MapsFile:
         """True when the maps were copied from the data file rather than predicted."""
         return self.model_sha256 == FROM_DATASET
 
+    def identity(self) -> str:
+        """Which maps these are: the data file they were made for and the model (or dataset) that made them."""
+        return f"{self.data_fingerprint}:{self.model_sha256}"
+
+
     def check_matches(self, data_file: DataFile) -> None:
         """Raise a one-line UserError unless these maps were made for `data_file` (content and sizes)."""
         if self.data_fingerprint != data_file.fingerprint:

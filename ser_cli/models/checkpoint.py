@@ -8,7 +8,6 @@ shape error deep in `load_state_dict`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.checkpoint import load_artifact
+from ser_cli.runtime.hashing import file_sha256  # noqa: F401 - re-exported: outputs derived from a checkpoint record it
 
 KIND = "ser-saliency"
 FORMAT_VERSION = 1
@@ -39,11 +39,3 @@ def load_saliency_checkpoint(path: Path, device: torch.device | str = "cpu") -> 
     net.load_state_dict(payload["state_dict"])
     return net.to(device).eval(), payload
 
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (recorded in outputs derived from a checkpoint)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

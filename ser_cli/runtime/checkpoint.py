@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.progress import log
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -65,11 +67,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The state saved at `path` (tensors on the CPU), or None when there is none.
+def load_checkpoint(path: Path, expected_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The state saved at `path` (tensors on the CPU), or None when there is none or it is unreadable.
+
+    An unreadable file (torn, garbage, or a pickle that is not weights-only) is never deleted: it is renamed to
+    `NAME.corrupt-<time>` with one line on stderr, and the run starts from zero.
 
     Raises:
-        UserError: the file exists but is not a readable checkpoint.
+        UserError: a readable checkpoint of another kind (it lacks one of `expected_keys`).
     """
     path = Path(path)
     if not path.is_file():
@@ -77,10 +82,40 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it to start over") from None
+        return _set_aside(path, f"unreadable ({type(err).__name__})")
     if not isinstance(state, dict):
-        raise UserError(f"{path}: not a training checkpoint; delete it to start over")
+        return _set_aside(path, "not a training checkpoint")
+    missing = [k for k in expected_keys if k not in state]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of this command (expected keys {', '.join(expected_keys)}; "
+                        f"missing {', '.join(missing)}); move it away to start over")
     return state
+
+
+def _set_aside(path: Path, why: str) -> None:
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    log(f"{path}: {why}; kept as {aside.name}, starting from zero")
+    return None
+
+
+def check_same_identity(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """UserError naming the first input or setting in which a checkpoint's run differs from this invocation's."""
+    old, new = _flat(saved), _flat(current)
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            raise UserError(f"{path}: left by an interrupted run with another {key} ({old.get(key)!r}, now "
+                            f"{new.get(key)!r}); rerun with the same inputs, or pass --restart to start over")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flat(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
 def remove_checkpoint(path: Path) -> None:

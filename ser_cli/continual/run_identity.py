@@ -1,0 +1,63 @@
+"""What a continual-training run is made of, so that a rerun resumes or skips only the run it belongs to.
+
+A run is identified by its train settings (`config_hash`), its seed and the identities of its inputs: the data
+file's fingerprint, the maps file (the data file it was made for and the saliency model that made it) and the sha256
+of the saliency and classifier-initialisation checkpoints. The identity is stored in `checkpoint.pt` and in
+`run.json`; a rerun of `ser train` with the same `--out` compares them before touching anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ser_cli.runtime.checkpoint import check_same_identity
+from ser_cli.runtime.errors import UserError
+
+FINISHED = ("model.pt", "run.json", "metrics.json")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """The inputs and settings a run of `ser train` depends on."""
+
+    config_hash: str
+    seed: int
+    data_fingerprint: str
+    maps: str | None
+    saliency_checkpoint_sha256: str | None
+    classifier_init: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_resumes(self, saved: dict[str, Any], path: Path) -> None:
+        """UserError naming what differs when `saved` (a checkpoint's identity) is not this run's."""
+        check_same_identity(path, saved, self.to_dict())
+
+
+def check_run_folder(out: Path, identity: RunIdentity, start: str) -> Literal["fresh", "complete"]:
+    """`complete` when `out` holds this very run finished; `fresh` when training may (re)start or resume in it.
+
+    Raises:
+        UserError: `out` is a file, or holds a finished run of other inputs or settings and `start` is not
+            `overwrite`.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if not all((out / name).is_file() for name in FINISHED):
+        return "fresh"
+    try:
+        saved = json.loads((out / "run.json").read_text()).get("identity")
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if saved == identity.to_dict() and start != "overwrite":
+        return "complete"
+    if start == "overwrite":
+        return "fresh"
+    raise UserError(f"--out {out}: holds a finished run of other inputs or settings; pass --overwrite to replace "
+                    "it, or choose another folder")
+
