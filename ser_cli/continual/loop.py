@@ -208,7 +208,7 @@ class ContinualTrainer:
         device = self.learner.normalize.device
         maps = maps.to(device, torch.float32) if self.learner.ser else maps
         every = self.settings.diagnostics_every
-        self.learner.diagnose = bool(every) and self.learner.ser and self.position.step % every == 0
+        self.learner.diagnose = bool(every) and self.learner.ser and (self.position.step + 1) % every == 0
         losses = self.method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
         losses.update(self.learner.pop_diagnostics())
         self.position.batch += 1
