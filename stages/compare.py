@@ -20,7 +20,8 @@ from rich.table import Table
 
 from ser_cli.plots.continual import plot_runs_accuracy, plot_runs_robustness
 from ser_cli.report.compare import Group, group_evals, load_eval, summary
-from ser_cli.report.render import group_curves, headline_columns, report_markdown, rich_table
+from ser_cli.report.pairs import pair_groups, pairs_summary
+from ser_cli.report.render import group_curves, headline_columns, pairs_table, report_markdown, rich_table
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
@@ -35,6 +36,7 @@ class CompareResult:
     out: Path
     table: Table
     summary: dict[str, Any]
+    pairs: Table
 
 
 def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
@@ -46,19 +48,21 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     columns = headline_columns(groups)
     result = summary(groups, list(columns))
     table = rich_table(groups, columns)
+    pairs = pair_groups(groups)
+    result["pairs"] = pairs_summary(pairs)
     if state == "complete":
         log(f"{out}: already complete for these evaluations, nothing to do")
-        return CompareResult(Path(out), table, result)
+        return CompareResult(Path(out), table, result, pairs_table(pairs))
     tmp = folder.start()
     try:
         images = _figures(groups, tmp)
         write_json_atomic(tmp / "summary.json", result)
-        write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images))
-        write_text_atomic(tmp / "table.txt", plain_text(table))
+        write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images, pairs))
+        write_text_atomic(tmp / "table.txt", plain_text(table) + (plain_text(pairs_table(pairs)) if pairs else ""))
     except BaseException:
         folder.abandon()
         raise
-    return CompareResult(folder.commit(), table, result)
+    return CompareResult(folder.commit(), table, result, pairs_table(pairs))
 
 
 def _identity(evals: list[Path]) -> str:

@@ -145,3 +145,69 @@ def test_cli_prints_the_table_and_the_folder(evals: list[Path], tmp_path: Path) 
     bad = runner.invoke(app, ["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "not an evaluation folder" in lines[0]
+
+
+def _with_settings(folder: Path, **settings: object) -> Path:
+    info = json.loads((folder / "run.json").read_text())
+    info["settings"] = {"method": info["method"], "ser": info["ser"], "buffer_size": 500, "seed": info["seed"],
+                        "classifier_init": "random", "mnp": "multiply", **settings}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_paired_difference_by_hand() -> None:
+    from ser_cli.report.pairs import paired_difference
+
+    d = paired_difference({0: 11.0, 1: 12.0, 2: 13.0, 3: 99.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    # d = 1, 2, 3: mean 2, sd 1, t(0.975, df=2) = 4.302652729911275 (tables), half-width 4.3027 / sqrt(3)
+    assert d.n == 3 and d.mean == pytest.approx(2.0)
+    assert (d.low, d.high) == pytest.approx((2.0 - 2.484138, 2.0 + 2.484138), abs=1e-5)
+    one = paired_difference({0: 5.0}, {0: 3.0})
+    assert one.n == 1 and one.mean == 2.0 and one.low != one.low  # no interval from one seed
+
+
+def test_ser_groups_pair_with_their_plain_partner(tmp_path: Path) -> None:
+    from ser_cli.report.pairs import pair_groups
+
+    C, D = "c" * 64, "f" * 64
+    folders = []
+    for seed, (plain, ser, other) in enumerate([(40, 45, 30), (42, 44, 31), (44, 49, 33)]):
+        folders.append(_with_settings(_write_eval(tmp_path / f"p{seed}", A, "derpp", False, seed, CLEAN, False,
+                                                  plain, [plain], [50, 30, 10])))
+        folders.append(_with_settings(_write_eval(tmp_path / f"s{seed}", B, "derpp", True, seed, CLEAN, False,
+                                                  ser, [ser], [50, 30, 10]), mnp="dwseparable"))
+        folders.append(_with_settings(_write_eval(tmp_path / f"o{seed}", C, "derpp", False, seed, CLEAN, False,
+                                                  other, [other], [50, 30, 10]), buffer_size=200))
+    folders.append(_with_settings(_write_eval(tmp_path / "x0", D, "er", True, 0, CLEAN, False, 20, [20],
+                                              [50, 30, 10])))  # SER without a plain er: no pair
+    groups = group_evals([load_eval(f) for f in folders])
+    pairs = pair_groups(groups)
+    assert len(pairs) == 1 and pairs[0].plain.records[0].path.name == "p0"
+    diff = pairs[0].diffs["class_il_final_avg_acc"]
+    assert diff.diffs == (5.0, 2.0, 5.0) and diff.mean == pytest.approx(4.0)
+    assert pairs[0].note == "same classifier_init"
+    labels = {g.label for g in groups}
+    assert "derpp (buffer_size=500)" in labels and "derpp (buffer_size=200)" in labels
+
+
+def test_plain_from_the_saliency_encoder_pairs_with_random_ser(tmp_path: Path) -> None:
+    from ser_cli.report.pairs import pair_groups
+
+    plain = _with_settings(_write_eval(tmp_path / "p", A, "derpp", False, 0, CLEAN, False, 40, [40], [50, 30, 10]),
+                           classifier_init="saliency")
+    ser = _with_settings(_write_eval(tmp_path / "s", B, "derpp", True, 0, CLEAN, False, 35, [35], [50, 30, 10]))
+    pairs = pair_groups(group_evals([load_eval(plain), load_eval(ser)]))
+    assert len(pairs) == 1 and "plain classifier from saliency, SER from random" in pairs[0].note
+    assert pairs[0].diffs["class_il_final_avg_acc"].mean == pytest.approx(-5.0)
+
+
+def test_report_has_the_pairs_section(tmp_path: Path) -> None:
+    folders = [_with_settings(_write_eval(tmp_path / f"{k}{s}", A if k == "p" else B, "derpp", k == "s", s, CLEAN,
+                                          False, v + s, [v + s], [50, 30, 10]))
+               for k, v in (("p", 40.0), ("s", 43.0)) for s in range(2)]
+    result = runner.invoke(app, ["compare", *map(str, folders), "--out", str(tmp_path / "r"), "--pairs"])
+    assert result.exit_code == 0, result.output
+    assert "SER - plain, paired by seed" in (tmp_path / "r" / "report.md").read_text()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["pairs"][0]["diffs"]["class_il_final_avg_acc"]["diffs"] == [3.0, 3.0]
+    assert "+3.00" in result.stdout

@@ -20,6 +20,8 @@ def compare(
     out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")],
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    pairs: Annotated[bool, typer.Option("--pairs", help="Also print each SER group's paired difference from its "
+                                        "plain partner (mean and 95 % interval over seeds).")] = False,
 ) -> None:
     """Compare evaluations: a table on stdout, REPORT/report.md, REPORT/summary.json and two figures.
 
@@ -39,4 +41,6 @@ def compare(
     # Piped or redirected: Rich would wrap at 80 columns; a log or file reads better with whole rows.
     console = stdout_console if stdout_console.is_terminal else Console(width=WIDE)
     console.print(result.table)
+    if pairs:
+        console.print(result.pairs)
     typer.echo(str(result.out))

@@ -159,14 +159,34 @@ def _base_label(info: dict[str, Any]) -> str:
 
 
 def _disambiguate(groups: list[Group]) -> None:
-    """Append the short config hash (and data fingerprint if needed) to labels shared by several groups."""
-    for suffix in (lambda g: g.info["config_hash"][:7], lambda g: g.info["data"]["fingerprint"][:7]):
-        counts: dict[str, int] = {}
+    """Append what tells apart groups that share a label: the train settings that differ among them, then the data
+    file's name, then the short config hash."""
+    by_label: dict[str, list[Group]] = {}
+    for g in groups:
+        by_label.setdefault(g.label, []).append(g)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        settings = [g.info.get("settings", {}) for g in same]
+        differ = [k for k in dict.fromkeys(k for s in settings for k in s)
+                  if k not in ("seed", "checkpoint_every", "diagnostics_every")
+                  and len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+        for g, s in zip(same, settings, strict=True):
+            if differ:
+                g.label += " (" + ", ".join(f"{k}={_short_value(s.get(k))}" for k in differ) + ")"
+    for suffix in (lambda g: Path(str(g.info["data"].get("path", ""))).stem, lambda g: g.info["config_hash"][:7],
+                   lambda g: g.info["data"]["fingerprint"][:7]):
+        by_label = {}
         for g in groups:
-            counts[g.label] = counts.get(g.label, 0) + 1
-        for g in groups:
-            if counts[g.label] > 1:
-                g.label = f"{g.label} #{suffix(g)}"
+            by_label.setdefault(g.label, []).append(g)
+        for same in by_label.values():
+            if len(same) > 1 and len({suffix(g) for g in same}) > 1:  # only a suffix that tells them apart
+                for g in same:
+                    g.label = f"{g.label} #{suffix(g)}"
+
+
+def _short_value(value: Any) -> str:
+    return "".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _pair_spurious(groups: list[Group]) -> None:

@@ -19,6 +19,7 @@ from rich.text import Text
 from ser_cli.metrics.robustness import ATTACKS
 from ser_cli.plots.continual import RunCurves
 from ser_cli.report.compare import Group, Stat
+from ser_cli.report.pairs import Pair, format_diff
 
 FIXED_COLUMNS = {
     "class_il_final_avg_acc": "class-IL acc",
@@ -97,13 +98,45 @@ def all_metrics_table(groups: list[Group]) -> str:
     return markdown_table(["metric", *(g.label for g in groups)], rows)
 
 
-def report_markdown(groups: list[Group], columns: dict[str, str], images: list[Path]) -> str:
-    """The text of `report.md`: headline table, groups and their runs, figures, every metric."""
+PAIR_COLUMNS = {"class_il_final_avg_acc": "class-IL acc", "task_il_final_avg_acc": "task-IL acc",
+                "class_il_forgetting": "class-IL forgetting", "clean_acc": "clean acc"}
+
+
+def pair_rows(pairs: list[Pair]) -> list[list[str]]:
+    """Cells of the paired-differences table: SER group, plain group, one difference per metric, the note."""
+    return [[p.ser.label, p.plain.label, *(format_diff(p.diffs[m]) if m in p.diffs else "-" for m in PAIR_COLUMNS),
+             p.note] for p in pairs]
+
+
+def pairs_table(pairs: list[Pair]) -> Table:
+    """The paired differences as a Rich table (`ser compare --pairs`)."""
+    table = Table(title="SER - plain, paired by seed: mean [95 % t-interval] (n seeds)")
+    for name in ("SER", "plain", *PAIR_COLUMNS.values(), "pairing"):
+        table.add_column(name, justify="left" if name in ("SER", "plain", "pairing") else "right")
+    for row in pair_rows(pairs):
+        table.add_row(*row)
+    return table
+
+
+def pairs_markdown(pairs: list[Pair]) -> list[str]:
+    if not pairs:
+        return []
+    return ["## SER - plain, paired by seed", "",
+            "Per seed d = SER - plain (same seed: same data order and buffer draws); mean of d and its two-sided "
+            "95 % Student-t interval over seeds, in percentage points. An interval that excludes 0 is a "
+            "difference the seeds support; forgetting: negative = SER forgets less.", "",
+            markdown_table(["SER", "plain", *PAIR_COLUMNS.values(), "pairing"], pair_rows(pairs)), ""]
+
+
+def report_markdown(groups: list[Group], columns: dict[str, str], images: list[Path],
+                    pairs: list[Pair] | None = None) -> str:
+    """The text of `report.md`: headline table, paired differences, groups and their runs, figures, every metric."""
     parts = ["# ser compare", "",
              "Mean ± sample standard deviation over the runs of a group (one configuration on one dataset). "
              "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
              "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",
-             markdown_table(header(columns), table_rows(groups, columns)), "", "## Runs", ""]
+             markdown_table(header(columns), table_rows(groups, columns)), "", *pairs_markdown(pairs or []),
+             "## Runs", ""]
     for g in groups:
         seeds = ", ".join(str(r.info.get("seed")) for r in g.records)
         parts.append(f"- **{g.label}**: config `{g.info['config_hash'][:12]}`, data "
