@@ -11,7 +11,9 @@ differences and their 95 % intervals over seeds).
 
 Grid file:
 
-    out: experiments/out/protocol          # where runs, evals, logs and the report go
+    out: experiments/out/protocol          # where evals, logs and the report go
+    runs_dir: experiments/out/runs         # where the runs go (default OUT/runs); grids that share it share
+                                           # the runs of the same name (`ser train` finds them complete)
     prepare:                               # shell commands, run once each, in order, before the runs
       - ser data synth --out data/synth.h5
     train: [--data, data/synth.h5, --maps, data/maps.h5]   # options of every `ser train`
@@ -53,6 +55,7 @@ class Job:
     train: list[str]
     evaluate: list[str]
     out: Path
+    runs_dir: Path
 
     @property
     def tag(self) -> str:
@@ -60,7 +63,7 @@ class Job:
 
     @property
     def run_dir(self) -> Path:
-        return self.out / "runs" / self.tag
+        return self.runs_dir / self.tag
 
     @property
     def eval_dir(self) -> Path:
@@ -76,13 +79,14 @@ def load_grid(path: Path) -> tuple[dict, list[Job]]:
     """The grid file and its jobs, in file order, seed-major so early results cover every configuration."""
     grid = yaml.safe_load(Path(path).read_text())
     out = Path(grid["out"])
+    runs_dir = Path(grid.get("runs_dir", out / "runs"))
     jobs = []
     for seed in grid.get("seeds", [0]):
         for name, spec in grid["runs"].items():
             spec = spec if isinstance(spec, dict) else {"train": spec}
             train = [*grid.get("train", []), *spec.get("train", [])]
             evaluate = [*grid.get("evaluate", []), *spec.get("evaluate", [])]
-            jobs.append(Job(name, seed, list(map(str, train)), list(map(str, evaluate)), out))
+            jobs.append(Job(name, seed, list(map(str, train)), list(map(str, evaluate)), out, runs_dir))
     return grid, jobs
 
 

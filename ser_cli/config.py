@@ -18,9 +18,9 @@ PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces auto
 
 
 class Section(BaseModel):
-    """Base of every section: strict about unknown keys, immutable once validated."""
+    """Base of every section: strict about unknown keys and non-finite floats, immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class SynthConfig(Section):

@@ -86,3 +86,31 @@ def test_paper_preset_validates_and_states_the_paper_setting() -> None:
     assert (p.train.backbone, p.train.n_tasks, p.train.classes_per_task) == ("resnet18", 20, 5)
     assert (p.train.batch_size, p.train.minibatch_size, p.train.buffer_size, p.train.lr) == (8, 8, 2000, 0.01)
     assert (p.saliency.backbone, p.train.sal_lr) == ("resnet18", 0.005)
+
+
+def _float_fields() -> list[str]:
+    from ser_cli.config import Params
+
+    keys = []
+    for section_name, section in Params.model_fields.items():
+        model = section.annotation
+        for name, field in getattr(model, "model_fields", {}).items():
+            if field.annotation is float or field.annotation == (float | None):
+                keys.append(f"{section_name}.{name}")
+            sub = getattr(field.annotation, "model_fields", None)
+            for sub_name, sub_field in (sub or {}).items():
+                if sub_field.annotation is float:
+                    keys.append(f"{section_name}.{name}.{sub_name}")
+    return keys
+
+
+def test_every_float_field_refuses_non_finite_values() -> None:
+    from ser_cli.config_loader import load_params
+    from ser_cli.runtime.errors import UserError
+
+    keys = _float_fields()
+    assert {"train.lr", "saliency.lr", "data.synth.blur_sigma"} <= set(keys)
+    for key in keys:
+        for bad in ("inf", "-inf", ".nan"):
+            with pytest.raises(UserError, match=rf"--set {key}: Input should be a finite number"):
+                load_params(None, [f"{key}={bad}"])

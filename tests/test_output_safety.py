@@ -185,3 +185,18 @@ def test_output_folder_replaces_only_its_own_files(tmp_path: Path) -> None:
     assert json.loads((out / MANIFEST).read_text())["files"] == ["a.txt"]
     (out / "a.txt").unlink()  # what DVC does to a stage's outs before rerunning it
     assert OutputFolder(out, "ser test", "id-3").state() == "replace"
+
+
+def test_labels_outside_the_scenario_are_refused_before_training(tmp_path: Path) -> None:
+    import h5py
+
+    data = make_synth(tmp_path / "bad_labels.h5")
+    with h5py.File(data, "r+") as h5:
+        labels = h5["train"]["labels"][:]
+        labels[3] = 7  # the file has 4 classes: 2 tasks x 2
+        h5["train"]["labels"][:] = labels
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--device", "cpu",
+                                 "--method", "er", *TINY])
+    assert result.exit_code == 2
+    assert "train/labels holds 7, outside the 4 classes 0..3" in _one_line(result)
+    assert not (tmp_path / "r" / "model.pt").exists()

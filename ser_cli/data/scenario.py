@@ -36,6 +36,11 @@ class ClassIncrementalScenario:
         self.n_tasks, self.classes_per_task = n_tasks, classes_per_task
         self.batch_size, self.eval_batch_size, self.seed, self.workers = batch_size, eval_batch_size, seed, workers
         self._train_labels, self._test_labels = self.data.labels("train"), self.data.labels("test")
+        for split, labels in (("train", self._train_labels), ("test", self._test_labels)):
+            bad = labels[(labels < 0) | (labels >= self.n_classes)]
+            if len(bad):
+                raise UserError(f"{self.data.path}: {split}/labels holds {int(bad[0])}, outside the "
+                                f"{self.n_classes} classes 0..{self.n_classes - 1} of the scenario")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
