@@ -13,7 +13,7 @@ from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import train as train_cli
-from ser_cli.runtime.progress import set_quiet
+from ser_cli.runtime.progress import set_quiet, stderr_console
 
 app = typer.Typer(
     name="ser",
@@ -51,5 +51,21 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point (`ser`, `python -m ser_cli`)."""
-    app(prog_name="ser")
+    """Console-script entry point (`ser`, `python -m ser_cli`).
+
+    Usage mistakes (unknown option, missing option, bad value) become one line and exit 2, like every other user
+    mistake, instead of Click's usage banner and box.
+    """
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(prog_name="ser", standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        typer.echo(err.ctx.get_help() if err.ctx else str(err))
+        code = 0
+    except UsageError as err:
+        where = err.ctx.command_path if err.ctx else "ser"
+        stderr_console.print(f"error: {where}: {err.format_message()} (see {where} --help)", markup=False,
+                             highlight=False, soft_wrap=True)
+        code = 2
+    raise SystemExit(code if isinstance(code, int) else 0)
