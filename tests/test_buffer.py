@@ -1,6 +1,7 @@
 """Tests of the reservoir replay buffer: exactness against the sequential algorithm, the keep probability
 capacity / seen, draws without replacement, byte size and checkpoint round trip."""
 
+import pytest
 import torch
 
 from ser_cli.continual.buffer import ReservoirBuffer, reservoir_slots
@@ -124,3 +125,19 @@ def test_state_dict_round_trip_continues_identically() -> None:
     for name in ("labels", "images", "tasks", "logits"):
         assert torch.equal(getattr(a, name)[:6], getattr(b, name)[:6])
     assert torch.equal(a.sample(4)["labels"], b.sample(4)["labels"])
+
+
+def test_buffer_bytes_by_hand_and_a_buffer_too_big_for_memory_is_one_line() -> None:
+    from ser_cli.continual.buffer import ReservoirBuffer, buffer_bytes
+    from ser_cli.runtime.errors import UserError
+    from ser_cli.runtime.memory import available_bytes
+
+    # 10 samples + 1 scratch row, each 3*4*5 uint8 pixels + 2 int64 + 6 float32 logits
+    assert buffer_bytes(10, (3, 4, 5), 6) == 11 * (60 + 16 + 24)
+    small = ReservoirBuffer(10, (3, 4, 5), "cpu", store_logits=6)
+    assert small.nbytes == buffer_bytes(10, (3, 4, 5), 6)  # the estimate is what the buffer really holds
+    free = available_bytes("cpu")
+    assert free is not None and free > 0
+    too_many = free // (3 * 32 * 48) * 2
+    with pytest.raises(UserError, match=rf"train.buffer_size={too_many}: the replay buffer needs .* GB of cpu memory"):
+        ReservoirBuffer(too_many, (3, 32, 48), "cpu")

@@ -12,12 +12,14 @@ section 4).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.memory import available_bytes, gigabytes
 
 
 def reservoir_slots(positions: Tensor, draws: Tensor, capacity: int) -> Tensor:
@@ -63,12 +65,13 @@ class ReservoirBuffer:
             seed: Seed of the buffer's generator (reservoir decisions and replay draws).
 
         Raises:
-            UserError: capacity below 1.
+            UserError: capacity below 1, or more bytes than the device has available.
         """
         if capacity < 1:
             raise UserError(f"train.buffer_size must be >= 1 for a replay method, got {capacity}")
         self.capacity = capacity
         self.device = torch.device(device)
+        _check_fits(capacity, image_shape, store_logits, self.device)
         rows = capacity + 1  # the last row is scratch: samples that are not kept are written there
         self.images = torch.zeros((rows, *image_shape), dtype=torch.uint8, device=self.device)
         self.labels = torch.zeros(rows, dtype=torch.int64, device=self.device)
@@ -159,3 +162,18 @@ class ReservoirBuffer:
             field.zero_()
             field[: self.filled].copy_(state[name])
         self.generator.set_state(state["generator"])
+
+
+def buffer_bytes(capacity: int, image_shape: tuple[int, int, int], store_logits: int | None) -> int:
+    """Bytes a buffer of `capacity` samples holds (uint8 images, int64 labels and tasks, float32 logits)."""
+    per_sample = math.prod(image_shape) + 8 + 8 + 4 * (store_logits or 0)
+    return (capacity + 1) * per_sample
+
+
+def _check_fits(capacity: int, image_shape: tuple[int, int, int], store_logits: int | None,
+                device: torch.device) -> None:
+    # torch.zeros on the CPU maps pages lazily: without this check a huge buffer fails hours later, mid-task.
+    needed, free = buffer_bytes(capacity, image_shape, store_logits), available_bytes(device)
+    if free is not None and needed > free:
+        raise UserError(f"train.buffer_size={capacity}: the replay buffer needs {gigabytes(needed)} of {device} "
+                        f"memory, {gigabytes(free)} is available; lower train.buffer_size")
