@@ -37,13 +37,37 @@ def open_checked(path: Path, kind: str) -> h5py.File:
         raise UserError(f"{path}: file not found")
     if not h5py.is_hdf5(path):
         raise UserError(f"{path}: not an HDF5 file (expected a {kind} file written by `ser`)")
-    h5 = h5py.File(path, "r", locking=False)
+    try:
+        h5 = h5py.File(path, "r", locking=False)
+    except OSError as err:  # a truncated or corrupt file: HDF5 cannot read its superblock or root group
+        raise UserError(f"{path}: unreadable HDF5 file ({_first_line(err)}); is it truncated? rewrite or "
+                        "re-download it") from None
     try:
         _check_attrs(h5, path, kind)
     except UserError:
         h5.close()
         raise
+    except (OSError, KeyError, ValueError, TypeError) as err:  # damaged metadata deeper in the file
+        h5.close()
+        raise UserError(f"{path}: damaged HDF5 metadata ({_first_line(err)}); rewrite or re-download it") from None
     return h5
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def read_attr(path: Path, attrs: h5py.AttributeManager, name: str, parse: type | None = None, default=None):
+    """Attribute `name` parsed by `parse` (e.g. int, json.loads); one-line UserError naming it when missing or bad."""
+    if name not in attrs:
+        if default is not None:
+            return default
+        raise UserError(f"{path}: missing attribute '{name}'; not a complete file written by `ser`")
+    value = attrs[name]
+    try:
+        return parse(value) if parse else value
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: attribute '{name}' is unreadable ({_first_line(err)})") from None
 
 
 def _check_attrs(h5: h5py.File, path: Path, kind: str) -> None:

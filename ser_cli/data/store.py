@@ -16,7 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ser_cli.data.schema import DATASET_KIND, SPLITS, open_checked
+from ser_cli.data.schema import DATASET_KIND, SPLITS, open_checked, read_attr
+from ser_cli.runtime.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,24 @@ class DataFile:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         with open_checked(self.path, DATASET_KIND) as h5:
-            a = h5.attrs
-            self.schema_version = int(a["schema_version"])
-            self.height, self.width = int(a["height"]), int(a["width"])
+            a, p = h5.attrs, self.path
+            self.schema_version = read_attr(p, a, "schema_version", int)
+            self.height, self.width = read_attr(p, a, "height", int), read_attr(p, a, "width", int)
             self.storage = str(a.get("storage", "raw"))
-            self.class_names: list[str] = json.loads(a["class_names"])
-            self.provenance: dict[str, Any] = json.loads(a.get("provenance", "{}"))
-            self.fingerprint = str(a["fingerprint"])
+            self.class_names: list[str] = read_attr(p, a, "class_names", json.loads)
+            self.provenance: dict[str, Any] = read_attr(p, a, "provenance", json.loads, default={})
+            self.fingerprint = str(read_attr(p, a, "fingerprint"))
             self.splits = {s: self._split_info(h5[s]) for s in SPLITS}
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        with h5py.File(self.path, "r", locking=False) as h5:
+            for split in SPLITS:
+                group, n = h5[split], self.splits[split].size
+                for name in ("images", "images_encoded", "maps"):
+                    if name in group and group[name].shape[0] != n:
+                        raise UserError(f"{self.path}: /{split}/{name} has {group[name].shape[0]} rows but "
+                                        f"/{split}/labels has {n}; the file is damaged")
 
     @staticmethod
     def _split_info(group: h5py.Group) -> SplitInfo:
