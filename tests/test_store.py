@@ -112,3 +112,30 @@ def test_provenance_is_json(tiny_synth: Path) -> None:
     with h5py.File(tiny_synth) as h5:
         prov = json.loads(h5.attrs["provenance"])
     assert prov["generator"] == "synthsal" and prov["params"]["n_classes"] == 4
+
+
+def test_truncated_or_damaged_files_are_one_line_errors(tiny_synth: Path, tmp_path: Path) -> None:
+    import h5py
+
+    from ser_cli.data.store import DataFile
+    from ser_cli.runtime.errors import UserError
+
+    half = tmp_path / "half.h5"
+    half.write_bytes(tiny_synth.read_bytes()[: tiny_synth.stat().st_size // 2])  # a half-copied download
+    with pytest.raises(UserError, match=r"half\.h5: unreadable HDF5 file .*truncated"):
+        DataFile(half)
+    for name, damage in (("no_names.h5", lambda h5: h5.attrs.__delitem__("class_names")),
+                         ("bad_names.h5", lambda h5: h5.attrs.__setitem__("class_names", "not json")),
+                         ("short.h5", lambda h5: _shorten_images(h5))):
+        path = tmp_path / name
+        path.write_bytes(tiny_synth.read_bytes())
+        with h5py.File(path, "r+") as h5:
+            damage(h5)
+        with pytest.raises(UserError, match=rf"{name}: .*(class_names|rows but /train/labels)"):
+            DataFile(path)
+
+
+def _shorten_images(h5) -> None:
+    images = h5["train"]["images"][:-2]
+    del h5["train"]["images"]
+    h5["train"].create_dataset("images", data=images)
