@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
@@ -21,6 +21,15 @@ class Section(BaseModel):
     """Base of every section: strict about unknown keys and non-finite floats, immutable once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: object, info: ValidationInfo) -> object:
+        # YAML `true` would silently become the number 1 in an int or float field.
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in (int, float, int | None, float | None):
+            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
 
 
 class SynthConfig(Section):

@@ -103,7 +103,6 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", r
     info = _check_data(data, cfg)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     identity = {"params": cfg.model_dump(mode="json", exclude=RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
     saved = _load_same_run(out / CHECKPOINT, identity, restart)
     net = _build_net(cfg, fresh=saved is None)
@@ -114,6 +113,7 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", r
     trainer = SaliencyTrainer(net, cfg, device, normalize, dataset, train_rows)
     clock = _Clock(_resume(trainer, saved, out / CHECKPOINT))
     val_loader = make_loader(dataset, val_rows, cfg.batch_size, cfg.workers)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
     try:
         _train(trainer, val_loader, out, identity, clock)
         return _finish(trainer, info, val_loader, val_rows, out, clock)

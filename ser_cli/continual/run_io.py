@@ -94,7 +94,12 @@ def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedR
 
 
 def _read_matrices(run_dir: Path) -> dict[str, np.ndarray]:
-    raw = _read_json(run_dir / "accuracy_matrix.json")
+    path = run_dir / "accuracy_matrix.json"
+    raw = _read_json(path)
+    missing = [k for k in ("class_il", "task_il") if not isinstance(raw.get(k), list)]
+    if missing:
+        raise UserError(f"{path}: {'missing' if not path.is_file() else 'lacks ' + ', '.join(missing)}; "
+                        "not a finished `ser train` run (rerun it to finish)")
     return {k: np.array([[math.nan if v is None else v for v in row] for row in raw[k]], dtype=float)
             for k in ("class_il", "task_il") if k in raw}
 
