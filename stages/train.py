@@ -71,7 +71,6 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
         return json.loads((out / "metrics.json").read_text())
     scenario = ClassIncrementalScenario(data, maps, settings.n_tasks, settings.classes_per_task,
                                         settings.batch_size, settings.seed, workers=params.train.workers)
-    out.mkdir(parents=True, exist_ok=True)
     log_rows: list[dict[str, Any]] = []
     clock = _Clock()
     trainer = ContinualTrainer(settings, scenario, dev, saliency_net if settings.ser else None,
@@ -79,6 +78,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                                                                          identity),
                                classifier_weights=init_weights)
     _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
     with progress_bar() as bar:
         total = sum(settings.epochs * scenario.n_batches(p.tasks) for p in trainer.phases)
         task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
