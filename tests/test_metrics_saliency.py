@@ -247,7 +247,10 @@ def test_shuffled_auc_mit_random_draws_agree_with_port_and_are_seeded() -> None:
     ours = S.shuffled_auc(pred, fix, other, "mit", n_splits=200, generator=torch.Generator().manual_seed(3))
     again = S.shuffled_auc(pred, fix, other, "mit", n_splits=200, generator=torch.Generator().manual_seed(3))
     assert torch.equal(ours, again)
-    assert torch.equal(S.shuffled_auc(pred, fix, other, "mit"), S.shuffled_auc(pred, fix, other, "mit"))
+    # no generator = the documented fresh generator seeded with 0; another seed draws other splits
+    seeded0 = S.shuffled_auc(pred, fix, other, "mit", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(S.shuffled_auc(pred, fix, other, "mit"), seeded0)
+    assert not torch.equal(seeded0, S.shuffled_auc(pred, fix, other, "mit", generator=torch.Generator().manual_seed(1)))
     rng = np.random.default_rng(0)
     ref = [_mit_sauc_np(pred[i].numpy(), fix[i].numpy(), other[i].numpy(), 200, rng) for i in range(4)]
     assert np.allclose(ours.numpy(), ref, atol=0.01)

@@ -121,13 +121,17 @@ def test_pooling_averages_the_whole_non_square_map() -> None:
 
 @pytest.mark.parametrize("name", backbone_names())
 def test_every_backbone_runs_and_learns_one_step(name: str) -> None:
+    torch.manual_seed(0)
     model = build_backbone(name, num_classes=4)
     x, y = torch.randn(3, 3, 16, 20), torch.tensor([0, 1, 3])
     logits = model(x)
     assert logits.shape == (3, 4) and torch.isfinite(logits).all()
     assert [t.shape[1] for t in model.features(x)] == model.tap_channels
-    F.cross_entropy(logits, y).backward()
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.optim.SGD(model.parameters(), lr=0.05).step()
+    assert F.cross_entropy(model(x), y).item() < loss.item()  # one step on the batch lowers its loss
 
 
 def test_unknown_backbone_is_a_user_error() -> None:
