@@ -37,6 +37,7 @@ from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.training.encoder_init import backbone_weights, classification_weights
@@ -84,7 +85,12 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
         task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
                             completed=trainer.position.step, info="")
         trainer.progress = _progress_handler(bar, task, log_rows, clock)
-        result = trainer.run()
+        with stop_requests() as trainer.should_stop:
+            try:
+                result = trainer.run()
+            except Interrupted as stop:
+                raise Interrupted(f"{stop}; checkpoint written to {out / CHECKPOINT}; rerun the same command to "
+                                  "resume") from None
     provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint, "maps": str(maps) if maps else None,
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha}

@@ -164,3 +164,32 @@ def test_joint_upper_bound_reports_final_accuracy_only(tiny_synth: Path, tmp_pat
     assert matrix["class_il"][0] == [None, None]  # one phase over all tasks: only the last row exists
     assert metrics["class_il_final_avg_acc"] == pytest.approx(sum(matrix["class_il"][1]) / 2)
     assert "class_il_forgetting" not in metrics
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_says_where_exits_130_and_resumes_to_the_same_run(tmp_path: Path) -> None:
+    data = make_synth(tmp_path / "d.h5", n_classes=6, train_per_class=8)
+    args = ["-q", "train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=3",
+            "--set", "train.classes_per_task=2", "--set", "train.buffer_size=16", "--set", "train.batch_size=4",
+            "--set", "train.minibatch_size=4"]
+    cmd = [sys.executable, "-m", "ser_cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen([*cmd, "--out", str(run)], env={**env, "SER_TEST_STEP_DELAY": "0.3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline:  # the end of task 0 (step 4)
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few steps into task 1: no checkpoint would be written there without the interrupt
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 130 and len(lines) == 1, stderr
+    assert "interrupted after step" in lines[0] and str(run / "checkpoint.pt") in lines[0]
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["trainer"]["position"]["step"]
+    assert step > 4 and not (run / "model.pt").exists()  # the checkpoint is the interrupted step's, mid-task
+    resumed = subprocess.run([*cmd, "--out", str(run)], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    full = json.loads((tmp_path / "full" / "accuracy_matrix.json").read_text())
+    assert json.loads((run / "accuracy_matrix.json").read_text()) == full

@@ -37,6 +37,7 @@ from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import RunFailure, UserError
+from ser_cli.runtime.interrupt import Interrupted
 from ser_cli.runtime.seeding import seed_everything
 
 STATE_FORMAT = "ser-continual-state"
@@ -148,6 +149,7 @@ class ContinualTrainer:
         _check_stream(settings, stream)
         self.settings, self.stream = settings, stream
         self.progress, self.checkpoint = progress, checkpoint
+        self.should_stop: Callable[[], bool] = lambda: False  # polled after each step (Ctrl-C: `stop_requests`)
         seed_everything(settings.seed)
         self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
         self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
@@ -193,6 +195,9 @@ class ContinualTrainer:
                 self._report(ProgressEvent("step", phase.task, pos.epoch, pos.batch, pos.step, losses))
                 if self.settings.checkpoint_every and pos.step % self.settings.checkpoint_every == 0:
                     self._checkpoint()
+                if self.should_stop():
+                    self._checkpoint()
+                    raise Interrupted(f"interrupted after step {pos.step} (task {phase.task})")
             pos.epoch, pos.batch = pos.epoch + 1, 0
         self.method.after_task(phase.task)
         self._evaluate(phase.row)
