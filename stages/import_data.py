@@ -59,6 +59,11 @@ def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions)
                 _import_split(writer, plan, split, decode_all, bar)
         _gather_points(writer)
         return writer.finalize()
+    except UserError:
+        # a corrupt or missing source file: fixing it changes the listing, so this partial could never be resumed
+        writer.close()
+        partial_path(Path(out)).unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
 

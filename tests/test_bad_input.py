@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
@@ -88,6 +89,14 @@ def W(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     w["src"] = root / "src"
     (w["src"] / "train" / "cat").mkdir(parents=True)
     (w["src"] / "train" / "cat" / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    w["src_corrupt"] = root / "src_corrupt"
+    for split, names in (("train", ["good0.png", "good1.png", "zbad.jpg"]), ("test", ["good2.png"])):
+        (w["src_corrupt"] / split / "cat").mkdir(parents=True)
+        for name in names:
+            if name.startswith("good"):
+                Image.new("RGB", (12, 10), (10, 200, 30)).save(w["src_corrupt"] / split / "cat" / name)
+            else:
+                (w["src_corrupt"] / split / "cat" / name).write_bytes(b"\xff\xd8 truncated jpeg")
     return w
 
 
@@ -137,6 +146,8 @@ CASES: dict[str, tuple[list[str], str]] = {
                                       "lies inside the input SRC"),
     "import: missing source": (["data", "import", "imagefolder", "{root}/no_src", "--out", "{out}"],
                                "source folder not found"),
+    "import: corrupt image": (["data", "import", "imagefolder", "{src_corrupt}", "--out", "{out}", "--workers", "0",
+                               "--set", "data.height=16", "--set", "data.width=16"], "zbad.jpg"),
     "import: unknown format": (["data", "import", "tiff-stack", "{src}", "--out", "{out}"], "tiff-stack"),
     # ser pretrain-saliency
     "pretrain: data without maps": (["pretrain-saliency", "--data", "{no_maps}", "--out", "{out}"],
@@ -220,7 +231,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case: str, W: dict[str
     values = {**{k: str(v) for k, v in W.items()}, "out": str(out)}
     argv = [a.format(**values) for a in args]
     before = _digest(W["root"])
-    result = runner.invoke(app, argv)
+    result = runner.invoke(app, ["-q", *argv])  # -q: no progress bars, so stderr holds only the error
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, (case, result.output)
     assert len(lines) == 1 and "Traceback" not in result.output, (case, result.output)
