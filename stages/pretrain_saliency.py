@@ -23,7 +23,6 @@ import csv
 import io
 import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from ser_cli.runtime.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
@@ -85,16 +85,6 @@ class PretrainResult:
     files: list[Path]
 
 
-class _Clock:
-    """Training time across sessions: seconds of earlier sessions plus this one's."""
-
-    def __init__(self, before: float) -> None:
-        self.before, self.start = before, time.perf_counter()
-
-    def total(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-
 def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", restart: bool = False) -> PretrainResult:
     """Train (or resume), evaluate against the centre bias and write the outputs to `out`."""
     data, out = Path(data), Path(out)
@@ -111,7 +101,7 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", r
     train_rows, val_rows = holdout_split(info.splits["train"].size, cfg.val_fraction, cfg.seed)
     dataset = SplitDataset(data, "train", with_fixations=info.splits["train"].n_fixations > 0)
     trainer = SaliencyTrainer(net, cfg, device, normalize, dataset, train_rows)
-    clock = _Clock(_resume(trainer, saved, out / CHECKPOINT))
+    clock = TrainingClock(_resume(trainer, saved, out / CHECKPOINT))
     val_loader = make_loader(dataset, val_rows, cfg.batch_size, cfg.workers)
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
     try:
@@ -164,13 +154,13 @@ def _resume(trainer: SaliencyTrainer, saved: dict[str, Any] | None, path: Path) 
     return float(saved["elapsed"])
 
 
-def _save(trainer: SaliencyTrainer, out: Path, identity: dict[str, Any], clock: _Clock) -> None:
+def _save(trainer: SaliencyTrainer, out: Path, identity: dict[str, Any], clock: TrainingClock) -> None:
     save_checkpoint(out / CHECKPOINT, {"trainer": trainer.state_dict(), "rng": capture_rng_state(),
                                        "identity": identity, "elapsed": clock.total()})
 
 
 def _train(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, out: Path, identity: dict[str, Any],
-           clock: _Clock) -> None:
+           clock: TrainingClock) -> None:
     """Epochs until `cfg.epochs`, checkpointing every N steps and at each epoch end."""
     cfg, every = trainer.cfg, trainer.cfg.checkpoint_every
     kill_after, steps_here = int(os.environ.get(FAULT_ENV, "0")), 0
@@ -193,7 +183,7 @@ def _train(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, ou
             _save(trainer, out, identity, clock)
 
 
-def _end_epoch(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, clock: _Clock) -> None:
+def _end_epoch(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, clock: TrainingClock) -> None:
     loss, train_cc = trainer.epoch_means()
     val = evaluate_maps(net_predictor(trainer.net, trainer.cfg.precision, trainer.device), val_loader,
                         trainer.normalize, trainer.device)
@@ -211,7 +201,7 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.data.DataLoader,
-            val_rows: np.ndarray, out: Path, clock: _Clock) -> PretrainResult:
+            val_rows: np.ndarray, out: Path, clock: TrainingClock) -> PretrainResult:
     """Precise BN, held-out metrics of the model and the centre bias, the figure, `model.pt`; drop the checkpoint."""
     trainer.precise_bn(trainer.cfg.precise_bn_batches)
     seconds = clock.total()

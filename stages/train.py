@@ -35,6 +35,7 @@ from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.continual import plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
+from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
@@ -73,9 +74,9 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     scenario = ClassIncrementalScenario(data, maps, settings.n_tasks, settings.classes_per_task,
                                         settings.batch_size, settings.seed, workers=params.train.workers)
     log_rows: list[dict[str, Any]] = []
-    clock = _Clock()
+    clock = TrainingClock()
     trainer = ContinualTrainer(settings, scenario, dev, saliency_net if settings.ser else None,
-                               checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.elapsed(),
+                               checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.total(),
                                                                          identity),
                                classifier_weights=init_weights)
     _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
@@ -95,7 +96,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
-    metrics = {**_metrics(result, clock.elapsed(), dev), **diagnostics_summary(log_rows)}
+    metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
     _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.pt is the artefact now
     return metrics
@@ -147,23 +148,13 @@ def _saliency_net(params: Params, settings: TrainSettings) -> tuple[SaliencyNet 
     return net, file_sha256(Path(path))
 
 
-class _Clock:
-    """Training seconds, carried across resumes."""
-
-    def __init__(self) -> None:
-        self.start, self.before = time.perf_counter(), 0.0
-
-    def elapsed(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-
 def _save_checkpoint(out: Path, state: dict[str, Any], log_rows: list[dict[str, Any]], seconds: float,
                      identity: RunIdentity) -> None:
     save_checkpoint(out / CHECKPOINT, {"trainer": state, "log": log_rows, "seconds": seconds,
                                        "identity": identity.to_dict()})
 
 
-def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: _Clock,
+def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: TrainingClock,
             identity: RunIdentity, restart: bool) -> None:
     path = out / CHECKPOINT
     if not path.is_file():
@@ -182,7 +173,7 @@ def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]]
     log(f"resuming {out} from step {trainer.position.step}")
 
 
-def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: _Clock):
+def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: TrainingClock):
     # Tests of kill -9 / resume slow the steps down to hit a window reliably.
     delay = float(os.environ.get("SER_TEST_STEP_DELAY", "0"))
 
@@ -192,7 +183,7 @@ def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: _Clock):
         if event.kind == "step":
             log_rows.append({"step": event.step, "task": event.task, "epoch": event.epoch,
                              **{k: round(v, 6) for k, v in event.losses.items()},
-                             "seconds": round(clock.elapsed(), 3)})
+                             "seconds": round(clock.total(), 3)})
             losses = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items() if not k.startswith(DIAGNOSTIC))
             bar.update(task, advance=1, info=f"task {event.task} {losses}")
         else:

@@ -27,18 +27,13 @@ from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, salienc
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.device import autocast
 from ser_cli.runtime.errors import RunFailure, UserError
+from ser_cli.runtime.seeding import derive_seed
 
 HOLDOUT_STREAM = 1
 ORDER_STREAM = 2
 PRECISE_BN_STREAM = 3
 Normalize = Callable[[Tensor], Tensor]
 Predict = Callable[[Tensor], Tensor]
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """An independent 63-bit seed for the random stream named by `keys` under the run seed (numpy SeedSequence)."""
-    words = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
