@@ -200,3 +200,17 @@ def test_labels_outside_the_scenario_are_refused_before_training(tmp_path: Path)
     assert result.exit_code == 2
     assert "train/labels holds 7, outside the 4 classes 0..3" in _one_line(result)
     assert not (tmp_path / "r" / "model.pt").exists()
+
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from ser_cli.runtime.atomic import atomic_path
+
+    target = tmp_path / "sub" / "file.txt"
+    with atomic_path(target, fsync=True) as tmp:
+        tmp.write_text("complete")
+        assert not target.exists()  # nobody sees it before the block succeeds
+    assert target.read_text() == "complete"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "complete" and not list(target.parent.glob("*.partial"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from ser_cli.continual.learner import Learner, restore_learner
 from ser_cli.continual.settings import TrainSettings
-from ser_cli.runtime.checkpoint import load_artifact
+from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
 from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
@@ -43,9 +42,7 @@ def save_run_model(path: Path, learner: Learner, settings: TrainSettings, class_
     """Write `model.pt` atomically."""
     payload = {"kind": KIND, "format_version": FORMAT_VERSION, "settings": settings.to_dict(),
                "learner": learner.state_dict(), "class_names": class_names, "provenance": provenance}
-    tmp = Path(f"{path}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, payload)
 
 
 @dataclass

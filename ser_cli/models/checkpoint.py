@@ -8,14 +8,13 @@ shape error deep in `load_state_dict`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ser_cli.models.saliency_net import SaliencyNet
-from ser_cli.runtime.checkpoint import load_artifact
+from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
 from ser_cli.runtime.hashing import file_sha256  # noqa: F401 - re-exported: outputs derived from a checkpoint record it
 
 KIND = "ser-saliency"
@@ -27,9 +26,7 @@ def save_saliency_checkpoint(path: Path, net: SaliencyNet, data_fingerprint: str
     payload = {"kind": KIND, "format_version": FORMAT_VERSION, "config": net.config(),
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                "data_fingerprint": data_fingerprint, "meta": meta}
-    tmp = Path(f"{path}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, payload)
 
 
 def load_saliency_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[SaliencyNet, dict[str, Any]]:

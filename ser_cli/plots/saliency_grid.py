@@ -8,7 +8,6 @@ backend) and writes through a temporary name.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +51,3 @@ def _unit(m: np.ndarray) -> np.ndarray:
     """A map scaled to [0, 1] by its maximum (a zero map stays zero)."""
     top = float(m.max())
     return m / top if top > 0 else m
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.partial")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ser_cli.runtime.atomic import atomic_path
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import log
 
@@ -57,14 +58,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         path: Destination, e.g. `runs/saliency/checkpoint.pt`.
         state: Tensors, state dicts and plain values (anything `torch.load(weights_only=True)` reads back).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.partial")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, expected_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
