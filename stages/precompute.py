@@ -10,13 +10,11 @@ Run it on CPU or one GPU with `ser precompute --model runs/sal/model.pt --data d
 on K processes with `torchrun --nproc_per_node=K -m ser_cli precompute ...`: each rank fills its own work file with
 its share of the batches, rank 0 waits for all, assembles the final file and removes the work files. Interrupted
 runs resume from the last committed batch. The result is the same bytes in all cases (see `ser_cli.data.maps`).
-Setting SER_TEST_SLOW_PRECOMPUTE=SECONDS sleeps after each committed batch; the tests use it to kill a run half-way.
 """
 
 from __future__ import annotations
 
 import glob
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +48,6 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 
-SLOW_ENV = "SER_TEST_SLOW_PRECOMPUTE"
 METRIC_BLOCK = 64
 
 
@@ -200,7 +197,6 @@ def _compute_share(
                 work.write(split, a, maps)
                 computed += b - a
                 bar.advance(task)
-                _test_slowdown()
     return computed
 
 
@@ -227,12 +223,6 @@ def _predict(
     )
     for images, maps, _labels, _rows in loader:
         yield source(images, maps).cpu().numpy()
-
-
-def _test_slowdown() -> None:
-    seconds = float(os.environ.get(SLOW_ENV, "0") or 0)
-    if seconds > 0:
-        time.sleep(seconds)
 
 
 def _write_metrics(

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +70,6 @@ INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host
 # Settings that may change between an interrupted run and its resume without changing what is computed.
 RESUMABLE_KEYS = {"epochs", "checkpoint_every", "workers", "precise_bn_batches"}
 # Fault injection for the resume tests: SIGKILL this process after N optimiser steps (a real kill -9).
-FAULT_ENV = "SER_FAULT_KILL_AFTER_STEPS"
 LOG_FIELDS = ("epoch", "loss", "train_cc", "val_kld", "val_cc", "lr_decoder", "seconds")
 
 
@@ -163,7 +160,6 @@ def _train(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, ou
            clock: TrainingClock) -> None:
     """Epochs until `cfg.epochs`, checkpointing every N steps and at each epoch end."""
     cfg, every = trainer.cfg, trainer.cfg.checkpoint_every
-    kill_after, steps_here = int(os.environ.get(FAULT_ENV, "0")), 0
     with progress_bar() as bar:
         while trainer.epoch < cfg.epochs:
             task = bar.add_task(f"epoch {trainer.epoch + 1}/{cfg.epochs}", total=trainer.steps_per_epoch,
@@ -174,9 +170,6 @@ def _train(trainer: SaliencyTrainer, val_loader: torch.utils.data.DataLoader, ou
                 bar.update(task, advance=1, **({"info": info} if info else {}))
                 if every and r.step % every == 0 and not last:
                     _save(trainer, out, identity, clock)
-                steps_here += 1
-                if steps_here == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
             _end_epoch(trainer, val_loader, clock)
             bar.update(task, info=f"loss {trainer.log[-1]['loss']:.3f} val cc {trainer.log[-1]['val_cc']:.3f}")
             _write_log(out / "train_log.csv", trainer.log)

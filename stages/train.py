@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +172,7 @@ def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]]
 
 
 def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: TrainingClock):
-    # Tests of kill -9 / resume slow the steps down to hit a window reliably.
-    delay = float(os.environ.get("SER_TEST_STEP_DELAY", "0"))
-
     def handle(event: ProgressEvent) -> None:
-        if delay:
-            time.sleep(delay)
         if event.kind == "step":
             log_rows.append({"step": event.step, "task": event.task, "epoch": event.epoch,
                              **{k: round(v, 6) for k, v in event.losses.items()},

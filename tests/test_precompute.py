@@ -24,6 +24,7 @@ from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter
 from ser_cli.models import SaliencyNet
 from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
+from tests import faults
 
 BATCH = ["--set", "precompute.batch_size=4"]  # 36 rows -> 9 batches
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +134,8 @@ def test_kill_9_then_resume_gives_identical_file(
     tmp_path: Path, reference: Path, tiny_synth: Path, model: Path
 ) -> None:
     out = tmp_path / "maps.h5"
-    proc = _run_ser(_command(model, tiny_synth, out), {"SER_TEST_SLOW_PRECOMPUTE": "0.4"})
+    proc = subprocess.Popen(faults.command("batch-delay", 0.4, *_command(model, tiny_synth, out)), cwd=ROOT,
+                            env=faults.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while _done_rows(work_path(out)) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

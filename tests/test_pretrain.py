@@ -40,6 +40,7 @@ from ser_cli.training.saliency_trainer import (
     set_epoch_lr,
 )
 from stages import pretrain_saliency as stage
+from tests import faults
 
 runner = CliRunner()
 TINY = {"epochs": 2, "batch_size": 4, "checkpoint_every": 2, "lr": 0.05}
@@ -179,7 +180,10 @@ def test_kill_9_mid_epoch_then_rerun_resumes_to_the_same_weights(trained: Path, 
                                                                  tmp_path: Path) -> None:
     """SIGKILL at step 3 of epoch 2 (last checkpoint: step 2); the rerun repeats step 3 and ends bit-identical."""
     out = tmp_path / "run"
-    killed = _cli(tiny_synth_pretrain, out, tmp_path, {stage.FAULT_ENV: "9"})
+    args = ["--quiet", "pretrain-saliency", "--data", str(tiny_synth_pretrain), "--out", str(out), "--device", "cpu",
+            *[x for s in TINY_SET for x in ("--set", s)]]
+    killed = subprocess.run(faults.command("kill-after-steps", 9, *args), cwd=tmp_path, env=faults.env(),
+                            capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
     saved = torch.load(out / "checkpoint.pt", weights_only=True)

@@ -19,6 +19,7 @@ from ser_cli.cli.app import app
 from ser_cli.continual.run_io import load_run
 from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from tests import faults
 from tests.conftest import make_synth
 
 runner = CliRunner()
@@ -99,7 +100,7 @@ def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env={**env, "SER_TEST_STEP_DELAY": "0.3"},
+    proc = subprocess.Popen([*faults.command("step-delay", 0.3, *args), "--out", str(killed)], env=faults.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
@@ -176,7 +177,7 @@ def test_ctrl_c_checkpoints_says_where_exits_130_and_resumes_to_the_same_run(tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
     run = tmp_path / "stopped"
-    proc = subprocess.Popen([*cmd, "--out", str(run)], env={**env, "SER_TEST_STEP_DELAY": "0.3"},
+    proc = subprocess.Popen([*faults.command("step-delay", 0.3, *args), "--out", str(run)], env=faults.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists() and time.time() < deadline:  # the end of task 0 (step 4)
