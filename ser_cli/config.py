@@ -121,13 +121,10 @@ class PrecomputeConfig(Section):
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
-METHOD_ALIASES = {"derpp_ser": "derpp", "er_ace_ser": "er_ace", "er_ser": "er", "der_ser": "der"}
-
-
 class TrainConfig(Section):
     """`ser train`: online class-incremental learning with a replay method, optionally with SER."""
 
-    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp (or derpp_ser, er_ace_ser, er_ser).")
+    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp; NAME_ser turns SER on.")
     ser: bool = Field(False, description="Add Saliency-driven Experience Replay to the method.")
     backbone: str = Field("resnet18_reduced", description="Classifier backbone (resnet18 in the paper).")
     n_tasks: int = Field(5, ge=1)
@@ -164,8 +161,8 @@ class TrainConfig(Section):
     @classmethod
     def _method_alias(cls, data: object) -> object:
         # `derpp_ser` is `derpp` with the SER switch on.
-        if isinstance(data, dict) and data.get("method") in METHOD_ALIASES:
-            data = {**data, "method": METHOD_ALIASES[data["method"]], "ser": True}
+        if isinstance(data, dict) and isinstance(data.get("method"), str) and data["method"].endswith("_ser"):
+            data = {**data, "method": data["method"].removesuffix("_ser"), "ser": True}
         return data
 
     @field_validator("mnp_blocks")

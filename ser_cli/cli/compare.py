@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import JsonOpt, OverwriteOpt
+from ser_cli.cli.options import JsonOpt, OverwriteOpt, QuietOpt
 
 WIDE = 200
 
@@ -22,6 +22,7 @@ def compare(
     overwrite: OverwriteOpt = False,
     pairs: Annotated[bool, typer.Option("--pairs", help="Also print each SER group's paired difference from its "
                                         "plain partner (mean and 95 % interval over seeds).")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare evaluations: a table on stdout, REPORT/report.md, REPORT/summary.json and two figures.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import JsonOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import JsonOpt, ParamsOpt, QuietOpt, SeedOpt, SetOpt, build_params
 
 app = typer.Typer(help="Make, import or inspect datasets (HDF5 data files).", no_args_is_help=True)
 
@@ -22,6 +22,7 @@ def synth(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Generate SynthSal, the built-in benchmark (parameters under data.synth)."""
     from stages import synth as stage
@@ -36,6 +37,7 @@ def synth(
 def info(
     file: Annotated[Path, typer.Argument(help="A data file written by ser.")],
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Show a data file's splits, shapes, classes and provenance."""
     from ser_cli.data.store import DataFile
@@ -71,6 +73,7 @@ def import_(
     split_seed: Annotated[int, typer.Option("--seed", help="mit1003 only: seed of the train/test split.")] = 0,
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Import a published dataset, resized to data.height x data.width (LANCZOS), into an HDF5 data file."""
     from ser_cli.data.importers import ImportOptions
@@ -92,6 +95,7 @@ def import_(
 def spurious(
     src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth_spurious.h5.")],
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
     from stages import spurious as stage

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, JsonOpt, OverwriteOpt, ParamsOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, JsonOpt, OverwriteOpt, ParamsOpt, QuietOpt, SeedOpt, SetOpt, build_params
 
 
 @error_boundary
@@ -28,6 +28,7 @@ def evaluate(
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a trained run on its data file's test split (parameters under evaluate).
 

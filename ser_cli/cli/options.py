@@ -29,6 +29,18 @@ RestartOpt = Annotated[
     bool,
     typer.Option("--restart", help="Discard the checkpoint of an interrupted run in --out and start from zero."),
 ]
+def _quiet(value: bool) -> bool:
+    if value:
+        from ser_cli.runtime.progress import set_quiet
+
+        set_quiet(True)
+    return value
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", callback=_quiet, help="No progress bars or status lines on stderr."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 

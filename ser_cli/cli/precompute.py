@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, QuietOpt, SetOpt, build_params
 
 
 @error_boundary
@@ -29,6 +29,7 @@ def precompute(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a maps file aligned row by row with --data (parameters under precompute).
 

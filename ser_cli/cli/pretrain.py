@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, RestartOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, QuietOpt, RestartOpt, SeedOpt, SetOpt, build_params
 
 SHOWN = ("kld", "cc", "sim", "nss", "auc_judd")
 
@@ -19,7 +19,7 @@ SHOWN = ("kld", "cc", "sim", "nss", "auc_judd")
 def pretrain_saliency(
     data: Annotated[Path, typer.Option("--data", help="Data file with saliency maps, e.g. data/pretrain.h5.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory for model.pt, metrics.json and plots.")] = Path(
-        "runs/saliency"),
+        "models/saliency"),
     init_from: Annotated[
         Path | None,
         typer.Option("--init-from", help="Classification checkpoint (backbone state dict) to start the encoder from."),
@@ -30,6 +30,7 @@ def pretrain_saliency(
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     restart: RestartOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the saliency predictor (parameters under saliency) and compare it with a centre-bias map.
 

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
-from ser_cli.cli.options import DeviceOpt, OverwriteOpt, ParamsOpt, RestartOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import (
+    DeviceOpt,
+    JsonOpt,
+    OverwriteOpt,
+    ParamsOpt,
+    QuietOpt,
+    RestartOpt,
+    SeedOpt,
+    SetOpt,
+    build_params,
+)
 
 
 @error_boundary
@@ -21,12 +31,19 @@ def train(
         str | None, typer.Option("--method", help="sgd, joint, er, er_ace, der, derpp (or *_ser).")
     ] = None,
     ser: Annotated[bool | None, typer.Option("--ser/--no-ser", help="Add SER to the method (train.ser).")] = None,
+    saliency_model: Annotated[
+        Path | None,
+        typer.Option("--saliency-model", help="model.pt of ser pretrain-saliency (train.saliency_checkpoint): the SER "
+                     "branch, and the plain classifier's start under the default train.classifier_init."),
+    ] = None,
+    as_json: JsonOpt = False,
     params: ParamsOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     restart: RestartOpt = False,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier continually (class-incremental, online) with a replay method and optional SER."""
     from stages import train as stage
@@ -36,7 +53,15 @@ def train(
         overrides.append(f"train.method={method}")
     if ser is not None:
         overrides.append(f"train.ser={str(ser).lower()}")
+    if saliency_model is not None:
+        overrides.append(f"train.saliency_checkpoint={saliency_model}")
     cfg = build_params(params, overrides, seed, "train.seed")
     metrics = stage.run(cfg, data, maps, out, device,
                         start="overwrite" if overwrite else "restart" if restart else "resume")
-    typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), **metrics}, indent=2, sort_keys=True))
+        return
+    typer.echo(str(out))
+    typer.echo(f"class-IL {metrics['class_il_final_avg_acc']:.2f}  task-IL {metrics['task_il_final_avg_acc']:.2f}  "
+               f"class-IL forgetting {metrics.get('class_il_forgetting', float('nan')):.2f}  "
+               f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)")
