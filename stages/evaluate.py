@@ -20,7 +20,6 @@ Everything is staged in `OUT.partial/` and moved into `OUT` when complete (`ser_
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import h5py
 import numpy as np
 import torch
 from rich.progress import Progress
@@ -40,6 +38,8 @@ from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
+from ser_cli.metrics.accuracy import hits_per_task
+from ser_cli.metrics.attribution import input_gradient_saliency
 from ser_cli.metrics.continual import SCENARIOS, as_accuracy_matrix, continual_metrics, is_joint
 from ser_cli.metrics.robustness import (
     AttackSettings,
@@ -56,7 +56,6 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.progress import log, progress_bar
-from stages.spurious import is_spurious
 
 N_OVERLAY = 8
 
@@ -299,16 +298,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _count_hits(result: EvalPass, logits: Tensor, labels: Tensor, scope: EvalScope) -> None:
-    cpt = scope.classes_per_task
-    tasks = labels // cpt  # (B,)
-    class_pred = logits[:, : scope.n_logits].argmax(1)  # (B,)
-    per_task = logits[:, : scope.n_tasks * cpt].reshape(len(labels), scope.n_tasks, cpt)  # (B, T, cpt)
-    task_pred = per_task[torch.arange(len(labels), device=labels.device), tasks].argmax(1) + tasks * cpt  # (B,)
-    t = tasks.cpu().numpy()
-    T = scope.n_tasks
-    result.class_hits += np.bincount(t, (class_pred == labels).float().cpu().numpy(), T).astype(np.int64)
-    result.task_hits += np.bincount(t, (task_pred == labels).float().cpu().numpy(), T).astype(np.int64)
-    result.counts += np.bincount(t, minlength=T)
+    hits = hits_per_task(logits, labels, scope.classes_per_task, scope.n_logits)[:, : scope.n_tasks].cpu().numpy()
+    result.class_hits += hits[0]
+    result.task_hits += hits[1]
+    result.counts += hits[2]
 
 
 def _add_saliency(result: EvalPass, pred: Tensor | None, maps: Tensor, fix: Tensor | None) -> None:
@@ -373,14 +366,6 @@ def _overlay(model: EvaluableRun, scope: EvalScope, loader: _Loader, seed: int) 
     return Overlay(images, pred.detach().float().cpu().numpy(), targets, titles, name)
 
 
-def input_gradient_saliency(logits_fn: Callable[[Tensor], Tensor], x01: Tensor, labels: Tensor) -> Tensor:
-    """|d logit_y / d x| maximised over colour channels, (B, H, W) (Simonyan et al., 2014)."""
-    x = x01.detach().requires_grad_(True)
-    chosen = logits_fn(x).gather(1, labels[:, None]).sum()
-    (grad,) = torch.autograd.grad(chosen, x)
-    return grad.abs().amax(dim=1)  # (B, H, W)
-
-
 def _write_tables(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
                   robustness: RobustnessResult) -> None:
     """plots/avg_accuracy.csv, plots/accuracy_matrix.csv, plots/robustness.csv (DVC plot sources)."""
@@ -412,20 +397,6 @@ def _write_figures(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.
                           overlay.map_name, overlay.targets)
 
 
-def fingerprint_of_test_split(data: DataFile) -> str:
-    """sha256 of the class names, test labels and test images: equal for a clean file and its spurious copy."""
-    digest = hashlib.sha256(json.dumps(data.class_names).encode())
-    with h5py.File(data.path, "r", locking=False) as h5:
-        group = h5["test"]
-        digest.update(group["labels"][:].tobytes())
-        images = group["images"] if "images" in group else group["images_encoded"]
-        for start in range(0, images.shape[0], 256):
-            block = images[start:start + 256]
-            for item in block if images.dtype.kind == "O" else [block]:
-                digest.update(item.tobytes())
-    return digest.hexdigest()
-
-
 def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope: EvalScope, cfg: EvaluateConfig,
               source: dict[str, Any] | None) -> dict[str, Any]:
     settings = model.settings
@@ -437,7 +408,7 @@ def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope
         "label": settings.method + ("+ser" if settings.ser else ""),
         "settings": settings.to_dict(),
         "data": {"path": str(data.path), "fingerprint": data.fingerprint,
-                 "test_fingerprint": fingerprint_of_test_split(data), "spurious": is_spurious(data)},
+                 "test_fingerprint": data.split_fingerprint("test"), "spurious": data.spurious},
         "maps": str(maps_path) if maps_path else None,
         "saliency_target": "maps file" if maps_path else ("data file maps" if data.has_maps else None),
         "tasks_evaluated": scope.n_tasks,

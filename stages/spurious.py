@@ -27,12 +27,6 @@ BLOCK = 64
 TRANSFORM = "train images of class c brightened by 5(c+1)/255 (clipped); test split unchanged"
 
 
-def is_spurious(data: DataFile) -> bool:
-    """Whether the file's training split already carries the brightening (`ser data spurious` or synth)."""
-    prov = data.provenance
-    return bool(prov.get("spurious") or prov.get("params", {}).get("spurious"))
-
-
 def run(src: Path, out: Path) -> Path:
     """Write the spurious copy of `src` to `out`; returns its path."""
     check_disjoint({"--out": Path(out)}, {"IN": Path(src)})
@@ -54,7 +48,7 @@ def run(src: Path, out: Path) -> Path:
 def _check(data: DataFile, out: Path) -> None:
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give a file name, e.g. {out / 'spurious.h5'}")
-    if is_spurious(data):
+    if data.spurious:
         raise UserError(f"{data.path}: already has the spurious feature (provenance); brightening it again would "
                         "add 10(c+1)")
 

@@ -137,10 +137,9 @@ def test_class_il_over_seen_or_all_logits_and_task_il_over_the_task() -> None:
         ]
     )
     batch = (torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.zeros(4, 2, 2), torch.tensor([2, 3, 2, 3]), None)
-    seen = torch.tensor([True] * 4 + [False] * 2)
-    scores = evaluate_task(_FixedLogits(logits), [batch], range(2, 4), seen)
+    scores = evaluate_task(_FixedLogits(logits), [batch], task=1, classes_per_task=2, n_logits=4)  # 4 seen classes
     assert (scores.class_il, scores.task_il) == (50.0, 75.0)
-    assert evaluate_task(_FixedLogits(logits), [batch], range(2, 4), None).class_il == 25.0
+    assert evaluate_task(_FixedLogits(logits), [batch], task=1, classes_per_task=2, n_logits=None).class_il == 25.0
 
 
 def test_matrices_are_lower_triangular_and_progress_is_reported_without_printing(capsys) -> None:

@@ -14,7 +14,6 @@ from ser_cli.data.store import DataFile, read_image
 from ser_cli.data.writer import StoreWriter
 from ser_cli.runtime.errors import UserError
 from stages import spurious as stage
-from stages.evaluate import fingerprint_of_test_split
 from tests.conftest import make_synth
 
 runner = CliRunner()
@@ -42,15 +41,15 @@ def test_train_images_brightened_exactly_and_test_untouched(tiny_synth: Path, tm
     spur, clean = DataFile(out), DataFile(tiny_synth)
     assert spur.provenance["spurious"] is True and spur.provenance["source_fingerprint"] == clean.fingerprint
     assert spur.fingerprint != clean.fingerprint
-    assert fingerprint_of_test_split(spur) == fingerprint_of_test_split(clean)
-    assert stage.is_spurious(spur) and not stage.is_spurious(clean)
+    assert spur.split_fingerprint("test") == clean.split_fingerprint("test")
+    assert spur.spurious and not clean.spurious
 
 
 def test_same_pixels_as_synth_with_the_spurious_switch(tiny_synth: Path, tmp_path: Path) -> None:
     derived = DataFile(stage.run(tiny_synth, tmp_path / "derived.h5"))
     generated = DataFile(make_synth(tmp_path / "generated.h5", spurious=True))
     assert derived.fingerprint == generated.fingerprint  # same classes, labels and pixels in both splits
-    assert stage.is_spurious(generated)
+    assert generated.spurious
 
 
 def test_encoded_storage_round_trips(tiny_synth: Path, tmp_path: Path) -> None:

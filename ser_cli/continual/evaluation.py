@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
 from ser_cli.continual.learner import Learner
 from ser_cli.continual.stream import Batch
+from ser_cli.metrics.accuracy import hits_per_task
 from ser_cli.metrics.saliency import saliency_scores
 
 SALIENCY_METRICS = ("kld", "cc", "sim")
@@ -38,14 +38,16 @@ class TaskScores:
 
 
 @torch.no_grad()
-def evaluate_task(learner: Learner, batches: Iterable[Batch], classes: range, allowed: Tensor | None) -> TaskScores:
+def evaluate_task(learner: Learner, batches: Iterable[Batch], task: int, classes_per_task: int,
+                  n_logits: int | None) -> TaskScores:
     """Score the learner (in its current mode; the caller puts it in eval mode) on one task's test batches.
 
     Args:
         learner: The learner.
         batches: The task's test batches.
-        classes: The task's labels (a contiguous range), for task-IL.
-        allowed: bool (n_classes,) classes the class-IL argmax may pick, or None for every logit.
+        task: The task whose test batches these are.
+        classes_per_task: Width of a task's block of logits (task-IL).
+        n_logits: Classes the class-IL argmax ranges over (the first n_logits, those seen so far), None for all.
 
     Returns:
         The task's scores; NaN accuracies for an empty test set.
@@ -57,19 +59,11 @@ def evaluate_task(learner: Learner, batches: Iterable[Batch], classes: range, al
         x, labels = learner.normalize(images), labels.to(device)  # (B, 3, H, W), (B,)
         with learner.autocast():
             logits = learner.logits(x, "eval").float()  # (B, n_classes)
-        counts += _hits(logits, labels, classes, allowed)
+        counts += hits_per_task(logits, labels, classes_per_task, n_logits)[:, task]
         if learner.ser:
             scores = saliency_scores(learner.predict_saliency(x), maps.to(device))
             sums += torch.stack([scores[m].double().sum() for m in SALIENCY_METRICS])
     return _scores(counts.tolist(), sums.tolist(), learner.ser)
-
-
-def _hits(logits: Tensor, labels: Tensor, classes: range, allowed: Tensor | None) -> Tensor:
-    """(3,) class-IL hits, task-IL hits and batch size."""
-    class_il = logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
-    task_il = logits[:, classes.start : classes.stop].argmax(1) + classes.start  # (B,)
-    size = torch.tensor(len(labels), device=labels.device)
-    return torch.stack([(class_il.argmax(1) == labels).sum(), (task_il == labels).sum(), size])
 
 
 def _scores(counts: list[int], sums: list[float], ser: bool) -> TaskScores:

@@ -234,16 +234,11 @@ class ContinualTrainer:
         return _isolated(self.stream.train_loader(list(phase.tasks), epoch, start_batch=skip))
 
     def _evaluate(self, row: int) -> None:
-        allowed = None
-        if self.settings.class_il_logits == "seen":
-            seen = [c for task in range(row + 1) for c in self.stream.task_classes(task)]
-            allowed = torch.zeros(self.settings.n_classes, dtype=torch.bool, device=self.learner.normalize.device)
-            allowed[seen] = True
+        cpt = self.settings.classes_per_task
+        n_logits = (row + 1) * cpt if self.settings.class_il_logits == "seen" else None  # seen classes: contiguous
         self.learner.train(False)
         for task in range(row + 1):
-            scores = evaluate_task(
-                self.learner, _isolated(self.stream.test_loader(task)), self.stream.task_classes(task), allowed
-            )
+            scores = evaluate_task(self.learner, _isolated(self.stream.test_loader(task)), task, cpt, n_logits)
             self.matrices["class_il"][row][task] = scores.class_il
             self.matrices["task_il"][row][task] = scores.task_il
             for metric, value in scores.saliency.items():

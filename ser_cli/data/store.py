@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ser_cli.data.fingerprint import split_fingerprint
 from ser_cli.data.schema import DATASET_KIND, SPLITS, open_checked, read_attr
 from ser_cli.runtime.errors import UserError
 
@@ -62,6 +63,17 @@ class DataFile:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def spurious(self) -> bool:
+        """Whether the training split carries the paper's brightening (`ser data spurious`, or synth's option)."""
+        prov = self.provenance
+        return bool(prov.get("spurious") or prov.get("params", {}).get("spurious"))
+
+    def split_fingerprint(self, split: str) -> str:
+        """`ser_cli.data.fingerprint.split_fingerprint` of one split (equal for a clean file and its spurious copy)."""
+        with h5py.File(self.path, "r", locking=False) as h5:
+            return split_fingerprint(h5, split)
 
     @property
     def has_maps(self) -> bool:
