@@ -117,11 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grid", type=Path, help="grid file, e.g. experiments/protocol.yaml")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2: one per core)")
     parser.add_argument("--only", default="", help="comma-separated run names to run (default: all)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds to run (default: the grid's)")
     parser.add_argument("--no-prepare", action="store_true", help="skip the prepare commands (inputs exist)")
     args = parser.parse_args(argv)
     grid, jobs = load_grid(args.grid)
     if args.only:
         jobs = [j for j in jobs if j.name in set(args.only.split(","))]
+    if args.seeds:
+        jobs = [j for j in jobs if j.seed in {int(s) for s in args.seeds.split(",")}]
     if not args.no_prepare:
         prepare(grid.get("prepare", []))
     env = {**os.environ, "OMP_NUM_THREADS": "1" if args.jobs > 1 else os.environ.get("OMP_NUM_THREADS", "2")}
