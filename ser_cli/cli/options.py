@@ -16,7 +16,7 @@ ParamsOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override one parameter, e.g. --set train.buffer_size=500 (repeatable)."),
+    typer.Option("--set", help="Override one parameter, SECTION.KEY=VALUE (YAML value; repeatable)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage (overrides its section's seed).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")]
