@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -49,6 +50,13 @@ def W(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     w["maps_other"] = root / "maps_other.h5"
     assert runner.invoke(app, ["-q", "precompute", "--from-dataset", "--data", str(w["other"]),
                                "--out", str(w["maps_other"])]).exit_code == 0
+    w["maps_nan"] = root / "maps_nan.h5"
+    assert runner.invoke(app, ["-q", "precompute", "--from-dataset", "--data", str(w["data"]),
+                               "--out", str(w["maps_nan"])]).exit_code == 0
+    with h5py.File(w["maps_nan"], "r+") as h5:  # a hand-made maps file: float maps holding NaN
+        shape = h5["train"]["maps"].shape
+        del h5["train"]["maps"]
+        h5["train"].create_dataset("maps", data=np.full(shape, np.nan, dtype=np.float32))
     torch.manual_seed(0)
     w["sal"] = root / "sal.pt"
     save_saliency_checkpoint(w["sal"], SaliencyNet("resnet18_reduced"), "x", {})
@@ -178,6 +186,9 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train: maps of another data file": (["train", "--data", "{data}", "--maps", "{maps_other}", "--out", "{out}",
                                           "--method", "er", "--ser", "--set", "train.saliency_checkpoint={sal}",
                                           *TINY], "maps_other.h5"),
+    "train: NaN maps": (["train", "--data", "{data}", "--maps", "{maps_nan}", "--out", "{out}", "--method", "er",
+                         "--ser", "--set", "train.saliency_checkpoint={sal}", *TINY],
+                        "maps_nan.h5: /train/maps is float32, expected uint8"),
     "train: labels out of range": (["train", "--data", "{bad_labels}", "--out", "{out}", "--method", "er", *TINY],
                                    "train/labels holds 9"),
     "train: negative buffer": (["train", "--data", "{data}", "--out", "{out}", "--set", "train.buffer_size=-5"],

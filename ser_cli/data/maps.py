@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ser_cli import __version__
-from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS, open_checked
+from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS, open_checked, read_attr
 from ser_cli.data.store import DataFile
 from ser_cli.runtime.errors import RunFailure, UserError
 
@@ -122,13 +122,17 @@ class MapsFile:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         with open_checked(self.path, MAPS_KIND) as h5:
-            a = h5.attrs
-            self.schema_version = int(a["schema_version"])
+            a, p = h5.attrs, self.path
+            self.schema_version = read_attr(p, a, "schema_version", int)
             self.data_fingerprint = str(a.get("data_fingerprint", ""))
             self.model_sha256 = str(a.get("model_sha256", ""))
-            self.height, self.width = int(a["height"]), int(a["width"])
+            self.height, self.width = read_attr(p, a, "height", int), read_attr(p, a, "width", int)
             self.compression = str(a.get("compression", "none"))
             self.sizes = {s: int(h5[s]["maps"].shape[0]) for s in SPLITS}
+            for split in SPLITS:  # uint8 by the schema: no NaN or negative value can hide in a valid file
+                if h5[split]["maps"].dtype != np.uint8:
+                    raise UserError(f"{p}: /{split}/maps is {h5[split]['maps'].dtype}, expected uint8 maps written by "
+                                    "`ser precompute`")
 
     @property
     def from_dataset(self) -> bool:
