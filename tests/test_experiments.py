@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _grid(tmp_path: Path) -> Path:
     data = make_synth(tmp_path / "d.h5")
     tiny = ["--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8",
-            "--set", "train.batch_size=4", "--set", "train.minibatch_size=4", "--device", "cpu"]
+            "--set", "train.batch_size=4", "--set", "train.minibatch_size=4", "--set", "train.diagnostics_every=2",
+            "--device", "cpu"]
     grid = {"out": str(tmp_path / "out"), "train": ["--data", str(data), *tiny],
             "evaluate": ["--data", str(data), "--device", "cpu", "--set", "evaluate.attacks=[]",
                          "--set", "evaluate.attack_images=4"],
