@@ -14,6 +14,8 @@ import yaml
 
 from experiments.run import load_grid
 from experiments.task_end_losses import summarize
+from ser_cli.models.checkpoint import save_saliency_checkpoint
+from ser_cli.models.saliency_net import SaliencyNet
 from tests.conftest import make_synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _grid(tmp_path: Path) -> Path:
     data = make_synth(tmp_path / "d.h5")
+    sal = tmp_path / "sal.pt"
+    save_saliency_checkpoint(sal, SaliencyNet("resnet18_reduced"), "x", {})
     tiny = ["--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8",
             "--set", "train.batch_size=4", "--set", "train.minibatch_size=4", "--set", "train.diagnostics_every=2",
             "--device", "cpu"]
@@ -28,7 +32,7 @@ def _grid(tmp_path: Path) -> Path:
             "evaluate": ["--data", str(data), "--device", "cpu", "--set", "evaluate.attacks=[]",
                          "--set", "evaluate.attack_images=4"],
             "seeds": [0, 1],
-            "runs": {"er": ["--method", "er"], "er_ser": ["--method", "er", "--ser"]}}
+            "runs": {"er": ["--method", "er"], "er_ser": ["--method", "er", "--ser", "--saliency-model", str(sal)]}}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -50,9 +54,10 @@ def test_jobs_are_seed_major_with_per_run_options(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_tiny_grid_runs_reports_pairs_and_resumes_as_a_no_op(tmp_path: Path) -> None:
     grid = _grid(tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # run from the test's folder: no checkout params.yaml (it names a saliency model only `make demo` creates)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "experiments.run", str(grid), "--jobs", "2"]
-    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["er_s0", "er_s1", "er_ser_s0", "er_ser_s1"]
@@ -62,7 +67,7 @@ def test_a_tiny_grid_runs_reports_pairs_and_resumes_as_a_no_op(tmp_path: Path) -
     ser = {g["label"]: g["metrics"]["class_il_final_avg_acc"]["values"] for g in summary["groups"]}
     assert pair["diffs"] == pytest.approx([a - b for a, b in zip(ser["er+ser"], ser["er"], strict=True)])
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("model.pt")}
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and {p: p.stat().st_mtime_ns for p in out.rglob("model.pt")} == mtimes
     losses = summarize(out / "runs", last=2)
     assert set(losses) == {"er", "er_ser"} and losses["er"]["n"] == 2
