@@ -38,19 +38,13 @@ from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.saliency_grid import plot_saliency_grid
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
-from ser_cli.runtime.checkpoint import (
-    capture_rng_state,
-    check_same_identity,
-    load_checkpoint,
-    remove_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from ser_cli.runtime.checkpoint import check_same_identity, load_checkpoint, remove_checkpoint, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
 from ser_cli.runtime.seeding import seed_everything
 from ser_cli.training.encoder_init import load_classifier_encoder
 from ser_cli.training.saliency_trainer import (

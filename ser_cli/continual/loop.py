@@ -20,14 +20,11 @@ training RNGs, so a resumed run asks the stream for the same loader from the fir
 
 from __future__ import annotations
 
-import contextlib
 import math
-import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from ser_cli.continual.evaluation import SALIENCY_METRICS, evaluate_task
@@ -38,10 +35,11 @@ from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.interrupt import Interrupted
+from ser_cli.runtime.rng import capture_rng_state, restore_rng_state, rng_preserved, upgrade_legacy_rng_state
 from ser_cli.runtime.seeding import seed_everything
 
 STATE_FORMAT = "ser-continual-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
 # Settings that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every")
 
@@ -156,7 +154,7 @@ class ContinualTrainer:
         self.phases = _phases(method_class(settings.method).schedule, settings.n_tasks)
         self.position = Position()
         # The global RNGs are shared by every trainer of the process: each keeps its own state between runs.
-        self._rng = _capture_rng()
+        self._rng = capture_rng_state()
         self._running = False
         self._checkpointed_step: int | None = None
         nan_matrix = [[math.nan] * settings.n_tasks for _ in range(settings.n_tasks)]
@@ -174,14 +172,14 @@ class ContinualTrainer:
                 Checkpoints are only taken after steps whose losses were finite, so the last one written is the
                 last good state; the poisoned state is never handed to `checkpoint`.
         """
-        _restore_rng(self._rng)
+        restore_rng_state(self._rng)
         self._running = True
         try:
             while self.position.phase < len(self.phases):
                 self._run_phase(self.phases[self.position.phase])
         finally:
             self._running = False
-            self._rng = _capture_rng()
+            self._rng = capture_rng_state()
         return self.result()
 
     def _run_phase(self, phase: Phase) -> None:
@@ -284,7 +282,7 @@ class ContinualTrainer:
             "learner": self.learner.state_dict(),
             "method": self.method.state_dict(),
             "matrices": _copy(self.matrices),
-            "rng": _capture_rng() if self._running else self._rng,
+            "rng": capture_rng_state() if self._running else self._rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -293,14 +291,14 @@ class ContinualTrainer:
         Raises:
             UserError: not a continual-training state, or one from a run with other settings.
         """
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+        if state.get("format") != STATE_FORMAT or state.get("version") not in (1, STATE_VERSION):
             raise UserError(f"not a {STATE_FORMAT} v{STATE_VERSION} checkpoint (format {state.get('format')!r})")
         _check_same_settings(state["settings"], self.settings.to_dict())
         self.learner.load_state_dict(state["learner"])
         self.method.load_state_dict(state["method"])
         self.position = Position(**state["position"])
         self.matrices = _copy(state["matrices"])
-        self._rng = state["rng"]
+        self._rng = state["rng"] if state["version"] == STATE_VERSION else upgrade_legacy_rng_state(state["rng"])
         self._checkpointed_step = self.position.step  # the state just loaded is a good one
 
 
@@ -333,51 +331,14 @@ def _check_same_settings(saved: dict[str, Any], current: dict[str, Any]) -> None
 
 def _isolated(loader: Iterable[Batch]) -> Iterator[Batch]:
     """Iterate `loader` without letting it advance the python, numpy or torch CPU generators of the training."""
-    with _rng_preserved():
+    with rng_preserved():
         iterator = iter(loader)
     while True:
-        with _rng_preserved():
+        with rng_preserved():
             batch = next(iterator, None)
         if batch is None:
             return
         yield batch
-
-
-@contextlib.contextmanager
-def _rng_preserved() -> Iterator[None]:
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-
-
-def _capture_rng() -> dict[str, Any]:
-    """RNG states as tensors and plain python values (loadable with `torch.load(weights_only=True)`)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    random.setstate(_as_python_state(state["python"]))
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_python_state(state: Any) -> tuple:
-    """`random.setstate` wants tuples; a serialiser may have turned them into lists."""
-    version, internal, gauss = state
-    return version, tuple(internal), gauss
 
 
 def _copy(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 A checkpoint is written to `NAME.partial`, flushed to disk (fsync) and renamed over `NAME` (POSIX `rename` is
 atomic), so a process killed at any instant, `kill -9` included, leaves either the previous checkpoint or the new
-one, never a torn file. RNG states (python, numpy, torch CPU and CUDA) are stored as tensors and plain values, so
+one, never a torn file. RNG states (`runtime.rng`) are stored as tensors and plain values, so
 the file loads with `torch.load(weights_only=True)` and resuming never unpickles code. With a data order that is a
 function of (seed, epoch) and the RNG states restored, a resumed run repeats an uninterrupted one bit for bit on
 CPU (the same guarantee PyTorch's reproducibility notes give for one device and one build).
@@ -11,44 +11,15 @@ CPU (the same guarantee PyTorch's reproducibility notes give for one device and 
 from __future__ import annotations
 
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ser_cli.runtime.atomic import atomic_path
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import log
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The state of every random number generator a training step may touch, as checkpoint-safe values."""
-    version, internal, gauss_next = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss_next],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back the generators captured by `capture_rng_state` (CUDA only where it was captured and present)."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
