@@ -21,26 +21,27 @@ from __future__ import annotations
 
 import csv
 import json
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from rich.progress import Progress
-from torch import Tensor
-from torch.utils.data import DataLoader
 
 from ser_cli.config import EvaluateConfig
-from ser_cli.continual.settings import TrainSettings
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.continual.final_test import (
+    EvalScope,
+    EvaluableRun,
+    TestLoader,
+    check_same_data,
+    run_test_pass,
+    summarise_test_pass,
+)
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.accuracy import hits_per_task
 from ser_cli.metrics.attribution import input_gradient_saliency
-from ser_cli.metrics.continual import SCENARIOS, as_accuracy_matrix, continual_metrics, is_joint
+from ser_cli.metrics.continual import continual_metrics, trained_matrices
 from ser_cli.metrics.robustness import (
     AttackSettings,
     RobustnessResult,
@@ -49,7 +50,6 @@ from ser_cli.metrics.robustness import (
     robust_accuracy,
     stratified_subset,
 )
-from ser_cli.metrics.saliency import saliency_scores
 from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.errors import UserError
@@ -60,42 +60,12 @@ from ser_cli.runtime.progress import log, progress_bar
 N_OVERLAY = 8
 
 
-class EvaluableRun(Protocol):
-    """What evaluation needs from a trained run (`ser_cli.continual.run_io.LoadedRun` provides it)."""
-
-    settings: TrainSettings
-    class_names: list[str]
-    data_fingerprint: str
-    accuracy: dict[str, Any]
-    config_hash: str
-
-    def logits(self, x01: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, n_classes), eval mode, differentiable end to end."""
-
-    def saliency_map(self, x01: Tensor) -> Tensor | None:
-        """(B, H, W) map of the saliency branch, or None without SER."""
-
-
 @dataclass
 class EvalResult:
     """The evaluation folder and its flat metrics."""
 
     out: Path
     metrics: dict[str, float]
-
-
-@dataclass
-class EvalPass:
-    """Per-task hit counts, saliency sums and the model's forward time over the test images."""
-
-    class_hits: np.ndarray
-    task_hits: np.ndarray
-    counts: np.ndarray
-    saliency_sums: dict[str, float] = field(default_factory=dict)
-    saliency_counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    timed_images: int = 0
-    warmup: tuple[float, int] = (0.0, 0)
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -106,20 +76,6 @@ def check_run_dir(run_dir: Path) -> None:
         raise UserError(f"--run {run_dir}: has no model.pt; not a finished `ser train` run (or it is still running)")
 
 
-def check_same_data(run: EvaluableRun, data: DataFile) -> None:
-    """UserError unless `data` is the data file the run was trained on (same classes, same content)."""
-    if list(run.class_names) != list(data.class_names):
-        raise UserError(f"--data {data.path}: has classes {_short(data.class_names)}, but the run was trained on "
-                        f"{_short(run.class_names)}; evaluate on the run's data file")
-    if run.data_fingerprint != data.fingerprint:
-        raise UserError(f"--data {data.path}: fingerprint {data.fingerprint[:12]}... is not the run's training data "
-                        f"({run.data_fingerprint[:12]}...); evaluate on the data file the run was trained on")
-
-
-def _short(names: list[str]) -> str:
-    return "[" + ", ".join(names[:4]) + (f", ... ({len(names)} in all)]" if len(names) > 4 else "]")
-
-
 def check_maps(maps_path: Path | None, data: DataFile) -> MapsFile | None:
     """The maps file, checked against the data file (one-line UserError when it was made for another)."""
     if maps_path is None:
@@ -127,22 +83,6 @@ def check_maps(maps_path: Path | None, data: DataFile) -> MapsFile | None:
     maps = MapsFile(maps_path)
     maps.check_matches(data)
     return maps
-
-
-def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The accuracy matrices cut to the tasks trained so far (a per-task checkpointed run has NaN rows after).
-
-    A `joint` run (one phase over all tasks) fills only the last row; it is kept whole, NaN rows included.
-    """
-    R = {k: np.array(accuracy[k], dtype=np.float64) for k in SCENARIOS}  # None -> NaN
-    if is_joint(R):
-        return R
-    done = 0
-    while done < len(R["class_il"]) and all(np.isfinite(R[k][done, : done + 1]).all() for k in SCENARIOS):
-        done += 1
-    if done == 0:
-        raise UserError("the run's accuracy matrix has no finished task; train at least one task first")
-    return {k: as_accuracy_matrix(R[k][:done, :done]) for k in SCENARIOS}
 
 
 def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, maps_path: Path | None = None,
@@ -175,11 +115,12 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
     R = trained_matrices(model.accuracy)
     scope = EvalScope.of(model.settings, data, len(R["class_il"]), cfg.class_il_logits)
     metrics, curves = continual_metrics(R)
-    loader = _Loader(data, maps_path, cfg.batch_size, device)
+    loader = TestLoader(data, maps_path, cfg.batch_size, device)
     with progress_bar() as bar:
-        test = _test_pass(model, scope, loader, bar)
+        task = bar.add_task("evaluate test set", total=len(scope.rows), info="")
+        test = run_test_pass(model, scope, loader, on_batch=lambda n: bar.advance(task, n))
         robustness = _robustness(model, scope, loader, cfg, attacks, epsilons, bar)
-    metrics.update(_test_metrics(test, scope))
+    metrics.update(summarise_test_pass(test, scope))
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
     tmp = folder.start()
@@ -209,128 +150,7 @@ def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, m
     })
 
 
-@dataclass(frozen=True)
-class EvalScope:
-    """Which test images and logits count: the tasks trained so far, argmax over `n_logits` classes.
-
-    Attributes:
-        n_tasks: Tasks trained so far (rows of the accuracy matrix).
-        classes_per_task: Classes per task (task of label y: y // classes_per_task).
-        n_logits: Classes the class-IL argmax and the attacks range over (seen classes, or all with `all`).
-        rows: Test rows of the trained tasks, (N,).
-        labels: Their labels, (N,).
-        has_fixations: Whether the test split has fixation points (for NSS / AUC-Judd).
-    """
-
-    n_tasks: int
-    classes_per_task: int
-    n_logits: int
-    rows: np.ndarray
-    labels: np.ndarray
-    has_fixations: bool
-
-    @classmethod
-    def of(cls, settings: TrainSettings, data: DataFile, n_tasks: int, class_il_logits: str) -> EvalScope:
-        labels = data.labels("test")
-        seen = n_tasks * settings.classes_per_task
-        rows = np.flatnonzero(labels < seen)
-        n_logits = seen if class_il_logits == "seen" else settings.n_classes
-        return cls(n_tasks, settings.classes_per_task, n_logits, rows, labels[rows],
-                   data.splits["test"].n_fixations > 0)
-
-    def logits_fn(self, model: EvaluableRun) -> Callable[[Tensor], Tensor]:
-        """The attacked and scored function: the run's logits over the classes in scope."""
-        return lambda x01: model.logits(x01)[:, : self.n_logits]
-
-
-class _Loader:
-    """Test batches of given rows as (x01 on the device, labels on the device, maps, fixations or None, rows)."""
-
-    def __init__(self, data: DataFile, maps_path: Path | None, batch_size: int, device: torch.device) -> None:
-        self.data, self.maps_path, self.batch_size, self.device = data, maps_path, batch_size, device
-        self.has_targets = maps_path is not None or data.splits["test"].has_maps
-
-    def batches(self, rows: np.ndarray, with_fixations: bool = False) -> Iterator[tuple[Tensor, ...]]:
-        dataset = SplitDataset(self.data.path, "test", rows, self.maps_path, with_fixations=with_fixations)
-        try:
-            for item in DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0):
-                images, maps, labels = item[0], item[1], item[2]
-                x01 = images.to(self.device).float().div_(255)  # (B, 3, H, W) in [0, 1]
-                fix = item[4].to(self.device) if with_fixations else None
-                yield x01, labels.to(self.device), maps.to(self.device), fix, item[3]
-        finally:
-            dataset.close()
-
-
-def _test_pass(model: EvaluableRun, scope: EvalScope, loader: _Loader, bar: Progress) -> EvalPass:
-    """Accuracy per task, saliency scores and forward time over every test image in scope."""
-    T = scope.n_tasks
-    result = EvalPass(np.zeros(T, np.int64), np.zeros(T, np.int64), np.zeros(T, np.int64))
-    task = bar.add_task("evaluate test set", total=len(scope.rows), info="")
-    ser = model.settings.ser
-    for i, (x01, labels, maps, fix, _) in enumerate(loader.batches(scope.rows, ser and scope.has_fixations)):
-        logits = _timed_logits(model, x01, result, warmup=i == 0)
-        _count_hits(result, logits, labels, scope)
-        if ser and loader.has_targets:
-            _add_saliency(result, model.saliency_map(x01), maps, fix)
-        bar.advance(task, len(labels))
-    return result
-
-
-@torch.no_grad()
-def _timed_logits(model: EvaluableRun, x01: Tensor, result: EvalPass, warmup: bool) -> Tensor:
-    """Full logits (B, n_classes), timed; the first (warm-up) batch is kept apart and used only if it is alone."""
-    _sync(x01.device)
-    start = time.perf_counter()
-    logits = model.logits(x01).float()
-    _sync(x01.device)
-    if warmup:
-        result.warmup = (time.perf_counter() - start, len(x01))
-    else:
-        result.seconds += time.perf_counter() - start
-        result.timed_images += len(x01)
-    return logits
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _count_hits(result: EvalPass, logits: Tensor, labels: Tensor, scope: EvalScope) -> None:
-    hits = hits_per_task(logits, labels, scope.classes_per_task, scope.n_logits)[:, : scope.n_tasks].cpu().numpy()
-    result.class_hits += hits[0]
-    result.task_hits += hits[1]
-    result.counts += hits[2]
-
-
-def _add_saliency(result: EvalPass, pred: Tensor | None, maps: Tensor, fix: Tensor | None) -> None:
-    if pred is None:
-        return
-    for name, values in saliency_scores(pred.float(), maps, fix).items():
-        finite = values[torch.isfinite(values)]  # NSS / AUC are NaN for an image without fixations
-        result.saliency_sums[name] = result.saliency_sums.get(name, 0.0) + float(finite.double().sum())
-        result.saliency_counts[name] = result.saliency_counts.get(name, 0) + int(finite.numel())
-
-
-def _test_metrics(test: EvalPass, scope: EvalScope) -> dict[str, float]:
-    """test_class_il_avg_acc / test_task_il_avg_acc (mean over tasks), saliency_*, test_images_per_second."""
-    counts = np.maximum(test.counts, 1)
-    out = {
-        "test_class_il_avg_acc": float(np.mean(100.0 * test.class_hits / counts)),
-        "test_task_il_avg_acc": float(np.mean(100.0 * test.task_hits / counts)),
-        "test_images": int(test.counts.sum()),
-        "tasks_evaluated": scope.n_tasks,
-    }
-    out.update({f"saliency_{k}": s / test.saliency_counts[k] for k, s in test.saliency_sums.items()
-                if test.saliency_counts[k]})
-    seconds, images = (test.seconds, test.timed_images) if test.timed_images else test.warmup
-    if images:
-        out["test_images_per_second"] = images / max(seconds, 1e-9)
-    return out
-
-
-def _robustness(model: EvaluableRun, scope: EvalScope, loader: _Loader, cfg: EvaluateConfig, attacks: list[str],
+def _robustness(model: EvaluableRun, scope: EvalScope, loader: TestLoader, cfg: EvaluateConfig, attacks: list[str],
                 epsilons: list[float], bar: Progress) -> RobustnessResult:
     rows = scope.rows[stratified_subset(scope.labels, cfg.attack_images, cfg.seed)]
     task = bar.add_task("adversarial attacks", total=len(rows), info=f"{len(attacks)}x{len(epsilons)} budgets")
@@ -351,10 +171,10 @@ class Overlay:
     map_name: str
 
 
-def _overlay(model: EvaluableRun, scope: EvalScope, loader: _Loader, seed: int) -> Overlay:
+def _overlay(model: EvaluableRun, scope: EvalScope, loader: TestLoader, seed: int) -> Overlay:
     """A class-stratified handful of test images with the saliency branch's map (or input-gradient saliency)."""
     rows = scope.rows[stratified_subset(scope.labels, N_OVERLAY, seed)]
-    x01, labels, maps, _, _ = next(iter(_Loader(loader.data, loader.maps_path, len(rows), loader.device)
+    x01, labels, maps, _, _ = next(iter(TestLoader(loader.data, loader.maps_path, len(rows), loader.device)
                                         .batches(rows)))
     pred = model.saliency_map(x01) if model.settings.ser else None
     name = "SER saliency branch"

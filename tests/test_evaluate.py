@@ -25,6 +25,7 @@ from ser_cli.config import EvaluateConfig, PrecomputeConfig
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
+from ser_cli.metrics.continual import trained_matrices
 from ser_cli.metrics.saliency import saliency_scores
 from ser_cli.models import SaliencyNet, build_backbone, build_modulation
 from ser_cli.runtime.errors import UserError
@@ -92,7 +93,7 @@ def ser_eval(tiny_synth: Path, maps_file: Path, tmp_path_factory: pytest.TempPat
 
 
 def test_continual_metrics_match_hand_computation() -> None:
-    R = stage.trained_matrices({"class_il": [[90, None, None], [60, 80, None], [40, 50, 70]],
+    R = trained_matrices({"class_il": [[90, None, None], [60, 80, None], [40, 50, 70]],
                                 "task_il": [[95, None, None], [90, 92, None], [85, 88, 91]]})
     metrics, curves = stage.continual_metrics(R)
     assert metrics["class_il_final_avg_acc"] == pytest.approx((40 + 50 + 70) / 3)
@@ -107,14 +108,14 @@ def test_continual_metrics_match_hand_computation() -> None:
 
 
 def test_a_partly_trained_run_is_cut_to_its_finished_tasks() -> None:
-    R = stage.trained_matrices({"class_il": [[90, None], [None, None]], "task_il": [[95, None], [None, None]]})
+    R = trained_matrices({"class_il": [[90, None], [None, None]], "task_il": [[95, None], [None, None]]})
     assert R["class_il"].shape == (1, 1) and R["task_il"][0, 0] == 95
     with pytest.raises(UserError, match="no finished task"):
-        stage.trained_matrices({"class_il": [[None]], "task_il": [[None]]})
+        trained_matrices({"class_il": [[None]], "task_il": [[None]]})
 
 
 def test_a_joint_run_has_only_the_final_accuracy() -> None:
-    R = stage.trained_matrices({"class_il": [[None, None], [80, 60]], "task_il": [[None, None], [90, 70]]})
+    R = trained_matrices({"class_il": [[None, None], [80, 60]], "task_il": [[None, None], [90, 70]]})
     metrics, curves = stage.continual_metrics(R)
     assert metrics == {"class_il_final_avg_acc": 70.0, "task_il_final_avg_acc": 80.0}
     assert np.isnan(curves["class_il"][0]) and curves["task_il"][1] == 80.0

@@ -9,6 +9,7 @@ transfer follows Lopez-Paz & Ranzato, NeurIPS 2017 (GEM), as Mammoth does. Pure 
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -178,3 +179,19 @@ def continual_metrics(R: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[
     metrics = {**summarize(R["class_il"], "class_il"), **summarize(R["task_il"], "task_il")}
     curves = {k: avg_acc_after_each_task(R[k]) for k in SCENARIOS}
     return metrics, curves
+
+
+def trained_matrices(accuracy: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The accuracy matrices cut to the tasks trained so far (a per-task checkpointed run has NaN rows after).
+
+    A `joint` run (one phase over all tasks) fills only the last row; it is kept whole, NaN rows included.
+    """
+    R = {k: np.array(accuracy[k], dtype=np.float64) for k in SCENARIOS}  # None -> NaN
+    if is_joint(R):
+        return R
+    done = 0
+    while done < len(R["class_il"]) and all(np.isfinite(R[k][done, : done + 1]).all() for k in SCENARIOS):
+        done += 1
+    if done == 0:
+        raise UserError("the run's accuracy matrix has no finished task; train at least one task first")
+    return {k: as_accuracy_matrix(R[k][:done, :done]) for k in SCENARIOS}
