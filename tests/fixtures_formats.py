@@ -53,10 +53,12 @@ def write_salicon_mat(path: Path, name: str, height: int, width: int, observers:
     scipy.io.savemat(path, {"image": name, "resolution": np.array([[height, width]], np.uint16), "gaze": gaze})
 
 
-def write_salicon(root: Path, flat: bool = False, seed: int = 0) -> Path:
-    """SALICON with train and val images, maps and fixations; `flat` puts every split in one folder per kind."""
+def write_salicon(root: Path, flat: bool = False, seed: int = 0,
+                  sizes_by_split: dict[str, list[tuple[int, int]]] | None = None) -> Path:
+    """SALICON with train and val images, maps and fixations; `flat` puts every split in one folder per kind;
+    `sizes_by_split` (default `SALICON_SIZES`): the (height, width) of each image of `train` and `val`."""
     rng = np.random.default_rng(seed)
-    for folder, sizes in SALICON_SIZES.items():
+    for folder, sizes in (sizes_by_split or SALICON_SIZES).items():
         for i, (h, w) in enumerate(sizes):
             stem = f"COCO_{folder}2014_{i:012d}"
             where = {kind: root / kind / ("" if flat else folder) for kind in ("images", "maps", "fixations")}
