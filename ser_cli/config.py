@@ -11,25 +11,10 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
-
-
-class Section(BaseModel):
-    """Base of every section: strict about unknown keys and non-finite floats, immutable once validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_as_number(cls, value: object, info: ValidationInfo) -> object:
-        # YAML `true` would silently become the number 1 in an int or float field.
-        annotation = cls.model_fields[info.field_name].annotation
-        if isinstance(value, bool) and annotation in (int, float, int | None, float | None):
-            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
-        return value
+from ser_cli.continual.settings import TrainFields, TrainSettings, resolve_classifier_init
+from ser_cli.runtime.section import PRECISION_HELP, Precision, Section
 
 
 class SynthConfig(Section):
@@ -121,62 +106,26 @@ class PrecomputeConfig(Section):
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
-class TrainConfig(Section):
-    """`ser train`: online class-incremental learning with a replay method, optionally with SER."""
+class TrainConfig(TrainFields):
+    """`ser train`: online class-incremental learning with a replay method, optionally with SER.
 
-    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp; NAME_ser turns SER on.")
-    ser: bool = Field(False, description="Add Saliency-driven Experience Replay to the method.")
-    backbone: str = Field("resnet18_reduced", description="Classifier backbone (resnet18 in the paper).")
-    n_tasks: int = Field(5, ge=1)
-    classes_per_task: int = Field(4, ge=1)
-    epochs: int = Field(1, ge=1, description="Passes over each task's stream (online: 1).")
-    batch_size: int = Field(8, ge=1, description="Stream batch size.")
-    minibatch_size: int = Field(8, ge=1, description="Replay draw size.")
-    buffer_size: int = Field(2000, ge=0, description="Replay buffer capacity in images.")
-    lr: float = Field(0.01, gt=0, description="Classifier SGD learning rate.")
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
-    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
-    seed: int = Field(0, ge=0)
+    The shared keys, their defaults and bounds are `ser_cli.continual.settings.TrainFields`; here only what the stage
+    alone reads. `settings()` is the library's view of this section.
+    """
+
     saliency_checkpoint: str | None = Field(None, description="`model.pt` from `ser pretrain-saliency` (SER only).")
-    mnp: str = Field("multiply", description="Modulation: multiply, dwseparable, aggregate.")
-    mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
-    saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
-    sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
     classifier_init: str = Field(
         "auto", description="Where the classifier's backbone starts: saliency (the encoder of "
         "train.saliency_checkpoint, head fresh), random, a classification checkpoint file, or auto (the authors' "
         "released protocol: plain methods from the saliency encoder when train.saliency_checkpoint is set, SER "
         "runs random).")
-    stream_taps: Literal["train", "eval"] = Field(
-        "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
-        "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")
-    diagnostics_every: int = Field(25, ge=0, description="Log modulation diagnostics every N steps (0: off).")
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _method_alias(cls, data: object) -> object:
-        # `derpp_ser` is `derpp` with the SER switch on.
-        if isinstance(data, dict) and isinstance(data.get("method"), str) and data["method"].endswith("_ser"):
-            data = {**data, "method": data["method"].removesuffix("_ser"), "ser": True}
-        return data
-
-    @field_validator("mnp_blocks")
-    @classmethod
-    def _five_flags(cls, v: list[int]) -> list[int]:
-        if len(v) != 5 or any(b not in (0, 1) for b in v):
-            raise ValueError(f"must be five 0/1 flags (got {v})")
-        return v
-
-    @model_validator(mode="after")
-    def _buffer_fits_draw(self) -> TrainConfig:
-        if 0 < self.buffer_size < self.minibatch_size:
-            raise ValueError(f"buffer_size {self.buffer_size} is smaller than minibatch_size {self.minibatch_size}")
-        return self
+    def settings(self, class_il_logits: str = "seen") -> TrainSettings:
+        """The library's settings of this run: the shared keys, `classifier_init` resolved to its kind."""
+        shared = {name: getattr(self, name) for name in TrainFields.model_fields}
+        kind = resolve_classifier_init(self.classifier_init, self.ser, self.saliency_checkpoint)
+        return TrainSettings(**shared, classifier_init=kind, class_il_logits=class_il_logits)
 
 
 def _parse_epsilon(value: object) -> object:

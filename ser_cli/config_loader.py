@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ser_cli.config import Params
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.section import error_message
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -87,17 +88,9 @@ def _explain(err: ValidationError, source: str, overridden: set[str]) -> str:
 
 
 def _message(item: dict[str, Any]) -> str:
-    kind, ctx, got = item["type"], item.get("ctx", {}), item.get("input")
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-    if kind in bounds:
-        limit = next(iter(v for k, v in ctx.items() if k in ("ge", "gt", "le", "lt")))
-        return f"must be {bounds[kind]} {limit} (got {got!r})"
-    if kind == "extra_forbidden":
+    if item["type"] == "extra_forbidden":
         return "unknown key" + _suggestion(item["loc"])
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')} (got {got!r})"
-    message = item["msg"].removeprefix("Value error, ")
-    return f"{message} (got {got!r})" if kind != "value_error" else message
+    return error_message(item)
 
 
 def _suggestion(loc: tuple[Any, ...]) -> str:

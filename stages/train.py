@@ -58,8 +58,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     check_disjoint({"--out": out}, {"--data": data, "--maps": maps,
                                     "train.saliency_checkpoint": params.train.saliency_checkpoint})
     dev = resolve_device(device)
-    settings = TrainSettings.from_mapping({**params.train.model_dump(),
-                                           "class_il_logits": params.evaluate.class_il_logits})
+    settings = params.train.settings(params.evaluate.class_il_logits)
     data_file = DataFile(data)
     maps_file = _check_maps(maps, data_file, settings)
     saliency_net, saliency_sha = _saliency_net(params, settings)

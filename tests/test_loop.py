@@ -181,7 +181,7 @@ def test_resume_refuses_other_settings_and_the_stream_must_match() -> None:
 
 def test_settings_convert_from_the_train_config() -> None:
     config = TrainConfig(method="derpp_ser", mnp_blocks=[1, 0, 1, 0, 1])
-    settings = TrainSettings.from_mapping(config.model_dump())
+    settings = config.settings()
     assert (settings.method, settings.ser, settings.mnp_blocks) == ("derpp", True, (1, 0, 1, 0, 1))
     assert settings.to_dict()["mnp_blocks"] == [1, 0, 1, 0, 1]
     with pytest.raises(UserError, match="train.lr"):

@@ -1,105 +1,96 @@
-"""Hyperparameters of one continual-learning run, as a plain dataclass the library reads.
+"""Hyperparameters of one continual-learning run: the single definition of their defaults, bounds and docs.
 
-The fields mirror the `train` section of `params.yaml` (`ser_cli.config.TrainConfig`, same names) plus
-`class_il_logits`, so a stage converts with `TrainSettings.from_mapping(config.model_dump())`. Defaults follow the
-paper's online setting (Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8,
-replay minibatch 8, SGD lr 0.01 without momentum, DER++ alpha 0.1 / beta 0.5, SER decoder lr 0.005.
+`TrainFields` holds every `train` key the library and `params.yaml` share; `TrainSettings` (what the library
+reads) adds the class-IL evaluation rule and the resolved kind of `classifier_init`; `ser_cli.config.TrainConfig`
+(the `train` section of `params.yaml`) adds what only the stage uses (`saliency_checkpoint`, `workers`,
+`classifier_init` as given) and converts with `TrainConfig.settings()`. Defaults follow the paper's online setting
+(Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8, replay minibatch 8, SGD lr
+0.01 without momentum, DER++ alpha 0.1 / beta 0.5, SER decoder lr 0.005.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from pydantic import Field, ValidationError, field_validator, model_validator
+
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_message
 
 
-@dataclass(frozen=True)
-class TrainSettings:
+class TrainFields(Section):
+    """The `train` keys shared by `params.yaml` and the library."""
+
+    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp; NAME_ser turns SER on.")
+    ser: bool = Field(False, description="Add Saliency-driven Experience Replay to the method.")
+    backbone: str = Field("resnet18_reduced", description="Classifier backbone (resnet18 in the paper).")
+    n_tasks: int = Field(5, ge=1)
+    classes_per_task: int = Field(4, ge=1)
+    epochs: int = Field(1, ge=1, description="Passes over each task's stream (online: 1).")
+    batch_size: int = Field(8, ge=1, description="Stream batch size.")
+    minibatch_size: int = Field(8, ge=1, description="Replay draw size.")
+    buffer_size: int = Field(2000, ge=0, description="Replay buffer capacity in images.")
+    lr: float = Field(0.01, gt=0, description="Classifier SGD learning rate (MNP parameters included).")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Classifier SGD momentum (paper: 0).")
+    weight_decay: float = Field(0.0, ge=0, description="Classifier SGD weight decay (paper: 0).")
+    seed: int = Field(0, ge=0, description="Seeds weights, buffer decisions, replay draws and the data order.")
+    mnp: str = Field("multiply", description="Modulation: multiply, dwseparable, aggregate.")
+    mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
+    saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
+    sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
+    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
+    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
+    stream_taps: Literal["train", "eval"] = Field(
+        "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
+        "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")
+    diagnostics_every: int = Field(25, ge=0, description="Log modulation diagnostics every N steps (0: off).")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_alias(cls, data: object) -> object:
+        # `derpp_ser` is `derpp` with the SER switch on.
+        if isinstance(data, dict) and isinstance(data.get("method"), str) and data["method"].endswith("_ser"):
+            data = {**data, "method": data["method"].removesuffix("_ser"), "ser": True}
+        return data
+
+    @field_validator("mnp_blocks")
+    @classmethod
+    def _five_flags(cls, v: Sequence[int]) -> Sequence[int]:
+        if len(v) != 5 or any(b not in (0, 1) for b in v):
+            raise ValueError(f"must be five 0/1 flags (got {list(v)})")
+        return v
+
+    @model_validator(mode="after")
+    def _buffer_fits_draw(self) -> TrainFields:
+        if 0 < self.buffer_size < self.minibatch_size:
+            raise ValueError(f"buffer_size {self.buffer_size} is smaller than minibatch_size {self.minibatch_size}")
+        return self
+
+
+class TrainSettings(TrainFields):
     """Everything `ContinualTrainer` needs to know about a run besides the data and the device.
 
-    Attributes:
-        method: Registered method name (`sgd`, `joint`, `er`, `er_ace`, `der`, `derpp`).
-        ser: Add Saliency-driven Experience Replay (saliency branch + modulation) to the method.
-        backbone: Registered backbone of the classifier (and of the saliency encoder).
-        n_tasks: Number of tasks of the stream.
-        classes_per_task: Classes per task; the classifier has n_tasks * classes_per_task outputs.
-        batch_size: Stream batch size (the data loader's; recorded for checks).
-        minibatch_size: Size of each replay draw.
-        buffer_size: Replay buffer capacity in images.
-        lr: Classifier SGD learning rate (MNP parameters included).
-        momentum: Classifier SGD momentum (paper: 0).
-        weight_decay: Classifier SGD weight decay (paper: 0).
-        seed: Seeds weights, buffer decisions, replay draws and the per-task data order.
-        mnp: Modulation variant (`multiply`, `dwseparable`, `aggregate`).
-        mnp_blocks: Five 0/1 flags: modulate at the stem and after each of the four stages.
-        saliency_frozen: Keep the saliency branch fixed: eval mode, no gradient, no optimiser.
-        sal_lr: Saliency decoder learning rate; the encoder uses 0.1 * sal_lr.
-        alpha: DER / DER++ weight of the logit-replay MSE.
-        beta: DER++ weight of the label-replay CE.
-        epochs: Passes over each task's stream (online: 1).
-        precision: `fp32`, `bf16` (CUDA autocast + channels_last) or `auto` (bf16 on CUDA, fp32 on CPU).
-        checkpoint_every: Also call the checkpoint callback every this many steps (0: only at task ends).
-        class_il_logits: Class-IL argmax over the classes `seen` so far, or over `all` logits (the authors' code).
-        classifier_init: Where the classifier's backbone started: `random`, `saliency` (the saliency checkpoint's
-            encoder) or `checkpoint` (a classification checkpoint); the stage loads the weights.
-        stream_taps: BatchNorm mode of the saliency features modulating the stream batch: `train` (those of the
-            saliency step's own forward, the authors' design) or `eval` (a separate eval-mode pass, as for replay).
-        diagnostics_every: Measure the modulation on the stream batch every this many steps (0: never).
+    Built from keyword arguments (a bad value raises `UserError` naming `train.KEY`), from a `TrainConfig`
+    (`TrainConfig.settings()`), or from a saved dict (`from_mapping`).
     """
 
-    method: str = "derpp"
-    ser: bool = False
-    backbone: str = "resnet18_reduced"
-    n_tasks: int = 5
-    classes_per_task: int = 4
-    batch_size: int = 8
-    minibatch_size: int = 8
-    buffer_size: int = 2000
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    mnp: str = "multiply"
-    mnp_blocks: tuple[int, ...] = field(default=(1, 1, 1, 1, 1))
-    saliency_frozen: bool = False
-    sal_lr: float = 0.005
-    alpha: float = 0.1
-    beta: float = 0.5
-    epochs: int = 1
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    checkpoint_every: int = 0
-    class_il_logits: Literal["seen", "all"] = "seen"
-    classifier_init: Literal["random", "saliency", "checkpoint"] = "random"
-    stream_taps: Literal["train", "eval"] = "train"
-    diagnostics_every: int = 0
+    # a tuple here, so the library's settings stay hashable
+    mnp_blocks: tuple[int, ...] = Field((1, 1, 1, 1, 1), description="Five 0/1 flags: modulate stem and stages 1-4.")
+    class_il_logits: Literal["seen", "all"] = Field(
+        "seen", description="Class-IL argmax over the classes seen so far, or over all logits (the authors' code).")
+    classifier_init: Literal["random", "saliency", "checkpoint"] = Field(
+        "random", description="Where the classifier's backbone started: random, saliency (the saliency checkpoint's "
+        "encoder) or checkpoint (a classification checkpoint); the stage loads the weights.")
 
-    def __post_init__(self) -> None:
-        # Lists from YAML become tuples so the settings stay hashable and comparable.
-        object.__setattr__(self, "mnp_blocks", tuple(int(b) for b in self.mnp_blocks))
-        self._check()
-
-    def _check(self) -> None:
-        positive = ("n_tasks", "classes_per_task", "batch_size", "minibatch_size", "epochs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("buffer_size", "checkpoint_every", "diagnostics_every", "momentum", "weight_decay", "alpha",
-                     "beta"):
-            if getattr(self, name) < 0:
-                raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.sal_lr <= 0:
-            raise UserError(f"train.lr and train.sal_lr must be > 0, got {self.lr} and {self.sal_lr}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise UserError(f"train.precision must be one of auto, fp32, bf16, got {self.precision!r}")
-        if self.classifier_init not in ("random", "saliency", "checkpoint"):
-            raise UserError(f"classifier_init must be random, saliency or checkpoint, got {self.classifier_init!r}")
-        if self.stream_taps not in ("train", "eval"):
-            raise UserError(f"train.stream_taps must be 'train' or 'eval', got {self.stream_taps!r}")
-        if self.class_il_logits not in ("seen", "all"):
-            raise UserError(f"class_il_logits must be 'seen' or 'all', got {self.class_il_logits!r}")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise UserError("; ".join(f"train.{'.'.join(map(str, e['loc'])) or 'settings'}: {error_message(e)}"
+                                      for e in err.errors(include_url=False))) from None
 
     @property
     def n_classes(self) -> int:
@@ -108,13 +99,11 @@ class TrainSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainSettings:
-        """Build from a mapping (e.g. a pydantic `model_dump()`), ignoring keys that are not fields.
+        """Build from a saved dict (a checkpoint's or `model.pt`'s `settings`), ignoring keys that are not fields.
 
-        Keys such as `saliency_checkpoint` belong to the stage, not to the library, and are dropped; a
-        `classifier_init` of `auto` or a file path is resolved to its kind (`resolve_classifier_init`).
+        A `classifier_init` of `auto` or a file path is resolved to its kind (`resolve_classifier_init`).
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in values.items() if k in names}
+        kept = {k: v for k, v in values.items() if k in cls.model_fields}
         if "classifier_init" in kept:
             kept["classifier_init"] = resolve_classifier_init(
                 kept["classifier_init"], bool(values.get("ser")), values.get("saliency_checkpoint"))
@@ -122,7 +111,7 @@ class TrainSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (tuples as lists), for checkpoints and metrics files."""
-        out = dataclasses.asdict(self)
+        out = self.model_dump()
         out["mnp_blocks"] = list(self.mnp_blocks)
         return out
 
