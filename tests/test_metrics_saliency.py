@@ -1,9 +1,11 @@
-"""Saliency metrics against closed-form cases, numpy ports of the MIT Matlab code, and (optionally) pysaliency.
+"""Saliency metrics against closed-form cases, numpy ports of the MIT Matlab code, and pysaliency (vendored scores).
 
 "MIT" means the Matlab code of cvzoya/saliency (`code_forMetrics`); "Tübingen" means pysaliency / the new benchmark.
 """
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from ser_cli.metrics import saliency as S
 from ser_cli.runtime.errors import UserError
+from tools.pysaliency_oracle import CALLS, as_float, low_level_scores
 
 H, W = 32, 48
 
@@ -398,39 +401,55 @@ def test_no_host_sync_on_cuda() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Optional oracle: pysaliency (needs numpy < 2.4, setuptools < 81 and torch; skipped when it cannot be imported)
+# pysaliency as the oracle. It cannot be installed beside this project's numpy, so its scores on fixed inputs are
+# vendored (tools/pysaliency_oracle.py writes tests/data/pysaliency_oracle.{npz,json} in its own environment and
+# records how); where pysaliency does import, it is also run live on the same inputs.
 # ------------------------------------------------------------------------------------------------
 
+ORACLE = Path(__file__).parent / "data" / "pysaliency_oracle"
 
-def test_against_pysaliency() -> None:
-    pysaliency = pytest.importorskip("pysaliency", reason="pysaliency oracle not importable in this environment")
-    from pysaliency.roc import general_roc
 
-    pred, target, fix = _maps(21, levels=50)
-    other = S.other_image_fixations(fix)
-    ours = {
-        # pysaliency's MIT_KLDiv rounds Matlab's eps to 2.2204e-16; with zeros in pred that shows at 1e-7.
-        "kld": S.kld(pred, target, eps=2.2204e-16),
+def _oracle_inputs() -> dict[str, torch.Tensor]:
+    """The vendored inputs, as float64 maps, bool fixation masks and int64 other-image counts."""
+    with np.load(ORACLE.with_suffix(".npz")) as stored:
+        return {name: torch.from_numpy(array) for name, array in as_float(dict(stored)).items()}
+
+
+def _ours(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our scores for the oracle's calls (`CALLS` in tools/pysaliency_oracle.py), (B,) each."""
+    pred, target, fix = x["pred"], x["target"], x["fixations"]
+    return {
+        "kld": S.kld(pred, target, eps=2.2204e-16),  # pysaliency's MIT_KLDiv rounds Matlab's eps; zeros in pred show it
         "cc": S.cc(pred, target),
         "sim": S.sim(pred, target, "tuebingen"),
         "nss": S.nss(pred, fix, "tuebingen"),
-        "auc_tue": S.auc_judd(pred, fix, "tuebingen"),
-        "sauc": S.shuffled_auc(pred, fix, other),
+        "auc_tuebingen": S.auc_judd(pred, fix, "tuebingen"),
+        # judd=1 with the unfixated pixels as negatives is MIT AUC-Judd; on distinct values, as MIT jitters ties
+        "auc_mit": S.auc_judd(x["distinct"], fix, "mit"),
+        "sauc": S.shuffled_auc(pred, fix, x["other"]),
     }
-    for i in range(4):
-        p, q, f = pred[i].numpy(), target[i].numpy(), fix[i].numpy()
-        ys, xs = np.nonzero(f)
-        pf, o = p.ravel(), other[i].numpy().ravel()
-        assert ours["kld"][i].item() == pytest.approx(pysaliency.metrics.MIT_KLDiv(p, q), rel=1e-12)
-        assert ours["cc"][i].item() == pytest.approx(pysaliency.metrics.CC(p, q))
-        assert ours["sim"][i].item() == pytest.approx(pysaliency.metrics.SIM(p, q))
-        assert ours["nss"][i].item() == pytest.approx(np.mean(pysaliency.metrics.NSS(p, xs, ys)))
-        # judd=1 with unfixated negatives is the MIT AUC-Judd (the notes' check); values here are tied,
-        # so compare on the distinct-valued map instead for MIT and keep the tied one for Tübingen.
-        assert ours["auc_tue"][i].item() == pytest.approx(general_roc(p[f], pf)[0])
-        assert ours["sauc"][i].item() == pytest.approx(general_roc(p[f], np.repeat(pf, o))[0])
-    distinct, _, _ = _maps(22)
-    auc_mit = S.auc_judd(distinct, fix, "mit")
-    for i in range(4):
-        d, f = distinct[i].numpy(), fix[i].numpy()
-        assert auc_mit[i].item() == pytest.approx(general_roc(d[f], d[~f], judd=1)[0])
+
+
+def test_oracle_file_records_how_it_was_made() -> None:
+    record = json.loads(ORACLE.with_suffix(".json").read_text())
+    assert set(record["scores"]) == set(CALLS) == set(record["calls"])
+    assert record["produced_by"]["packages"]["pysaliency"] and record["produced_by"]["setup"]
+    x = _oracle_inputs()
+    assert all(v.shape == tuple(record["shape"]) for v in x.values())
+    assert torch.equal(S.other_image_fixations(x["fixations"]), x["other"])  # the oracle's negatives are ours
+
+
+@pytest.mark.parametrize("metric", sorted(CALLS))
+def test_against_vendored_pysaliency(metric: str) -> None:
+    expected = json.loads(ORACLE.with_suffix(".json").read_text())["scores"][metric]
+    ours = _ours(_oracle_inputs())[metric]
+    assert ours.tolist() == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_against_live_pysaliency() -> None:
+    """Optional: where pysaliency imports, it must still give the vendored scores on the vendored inputs."""
+    pytest.importorskip("pysaliency", reason="pysaliency not importable here; the vendored scores were checked")
+    vendored = json.loads(ORACLE.with_suffix(".json").read_text())["scores"]
+    live = low_level_scores({k: v.numpy() for k, v in _oracle_inputs().items()})
+    for metric, values in live.items():
+        assert values == pytest.approx(vendored[metric], rel=1e-12, abs=0), metric
