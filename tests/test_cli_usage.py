@@ -26,3 +26,29 @@ def test_help_and_version_still_exit_0() -> None:
     for args in (["--help"], ["--version"], []):
         done = subprocess.run([sys.executable, "-m", "ser_cli", *args], capture_output=True, text=True)
         assert done.returncode == 0 and done.stdout and not done.stderr
+
+
+def _help(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_root_help_lists_commands_in_pipeline_order() -> None:
+    listed = [line.split()[1] for line in _help().splitlines() if line.startswith("│ ") and len(line.split()) > 2]
+    commands = [name for name in listed if not name.startswith("-")]
+    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare"]
+
+
+def test_flags_show_no_value_placeholder_and_method_help_reads_the_registry() -> None:
+    from ser_cli.continual.methods import method_names
+
+    for command in (["train"], ["evaluate"], ["compare"], ["precompute"], ["pretrain-saliency"], [], ["data"],
+                    ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"]):
+        assert "<bool>" not in _help(*command), command
+    method_line = next(line for line in _help("train").splitlines() if "--method" in line)
+    assert all(name in method_line for name in method_names())

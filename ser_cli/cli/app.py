@@ -13,10 +13,12 @@ from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import train as train_cli
+from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
 from ser_cli.runtime.progress import set_quiet, stderr_console
 
 app = typer.Typer(
     name="ser",
+    cls=PlainHelpGroup,
     help="Saliency-driven Experience Replay: pretrain a saliency predictor, precompute maps, train continually, "
     "evaluate accuracy, forgetting and robustness.",
     no_args_is_help=True,
@@ -25,12 +27,12 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
-# app.command("pretrain-saliency")(pretrain.pretrain_saliency)
-app.command("pretrain-saliency")(pretrain_cli.pretrain_saliency)
-app.command("precompute")(precompute_cli.precompute)
-app.command("train")(train_cli.train)
-app.command("evaluate")(evaluate_cli.evaluate)
-app.command("compare")(compare_cli.compare)
+# app.command("pretrain-saliency", cls=PlainHelpCommand)(pretrain.pretrain_saliency)
+app.command("pretrain-saliency", cls=PlainHelpCommand)(pretrain_cli.pretrain_saliency)
+app.command("precompute", cls=PlainHelpCommand)(precompute_cli.precompute)
+app.command("train", cls=PlainHelpCommand)(train_cli.train)
+app.command("evaluate", cls=PlainHelpCommand)(evaluate_cli.evaluate)
+app.command("compare", cls=PlainHelpCommand)(compare_cli.compare)
 
 
 def _show_version(value: bool) -> None:
@@ -41,10 +43,10 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+                                        help="No progress bars or status lines on stderr.")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
     set_quiet(quiet)

@@ -20,8 +20,8 @@ def compare(
     out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")],
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
-    pairs: Annotated[bool, typer.Option("--pairs", help="Also print each SER group's paired difference from its "
-                                        "plain partner (mean and 95 % interval over seeds).")] = False,
+    pairs: Annotated[bool, typer.Option("--pairs", metavar="", help="Also print each SER group's paired difference "
+                                        "from its plain partner (mean and 95 % interval over seeds).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare evaluations: a table on stdout, REPORT/report.md, REPORT/summary.json and two figures.

@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
+from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
 from ser_cli.cli.options import JsonOpt, ParamsOpt, QuietOpt, SeedOpt, SetOpt, build_params
 
-app = typer.Typer(help="Make, import or inspect datasets (HDF5 data files).", no_args_is_help=True)
+app = typer.Typer(help="Make, import or inspect datasets (HDF5 data files).", no_args_is_help=True,
+                  cls=PlainHelpGroup)
 
 
-@app.command("synth")
+@app.command("synth", cls=PlainHelpCommand)
 @error_boundary
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth.h5.")] = Path(
@@ -32,7 +34,7 @@ def synth(
     typer.echo(str(path))
 
 
-@app.command("info")
+@app.command("info", cls=PlainHelpCommand)
 @error_boundary
 def info(
     file: Annotated[Path, typer.Argument(help="A data file written by ser.")],
@@ -51,7 +53,7 @@ def info(
     print_data_info(details)
 
 
-@app.command("import")
+@app.command("import", cls=PlainHelpCommand)
 @error_boundary
 def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="salicon, mit1003, ser-layout or imagefolder.")],
@@ -90,7 +92,7 @@ def import_(
     typer.echo(str(stage.run(cfg, fmt, src, out, options)))
 
 
-@app.command("spurious")
+@app.command("spurious", cls=PlainHelpCommand)
 @error_boundary
 def spurious(
     src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],

@@ -22,12 +22,14 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")]
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace a finished output of this command made from other inputs or settings "
+    typer.Option("--overwrite", metavar="",
+                 help="Replace a finished output of this command made from other inputs or settings "
                  "(files ser did not write are never touched)."),
 ]
 RestartOpt = Annotated[
     bool,
-    typer.Option("--restart", help="Discard the checkpoint of an interrupted run in --out and start from zero."),
+    typer.Option("--restart", metavar="",
+                 help="Discard the checkpoint of an interrupted run in --out and start from zero."),
 ]
 def _quiet(value: bool) -> bool:
     if value:
@@ -39,9 +41,9 @@ def _quiet(value: bool) -> bool:
 
 QuietOpt = Annotated[
     bool,
-    typer.Option("--quiet", "-q", callback=_quiet, help="No progress bars or status lines on stderr."),
+    typer.Option("--quiet", "-q", metavar="", callback=_quiet, help="No progress bars or status lines on stderr."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print machine-readable JSON on stdout.")]
 
 
 def build_params(params: Path | None, overrides: list[str] | None, seed: int | None = None,

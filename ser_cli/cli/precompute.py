@@ -20,7 +20,8 @@ def precompute(
         Path | None, typer.Option("--model", help="Saliency checkpoint (model.pt of ser pretrain-saliency).")
     ] = None,
     from_dataset: Annotated[
-        bool, typer.Option("--from-dataset", help="Copy the data file's own maps instead of predicting (no model).")
+        bool, typer.Option("--from-dataset", metavar="",
+                           help="Copy the data file's own maps instead of predicting (no model).")
     ] = False,
     metrics: Annotated[
         Path | None, typer.Option("--metrics", help="Metrics JSON to write (default: OUT with .metrics.json).")

@@ -20,6 +20,9 @@ from ser_cli.cli.options import (
     SetOpt,
     build_params,
 )
+from ser_cli.continual.methods import method_names
+
+METHOD_HELP = f"{', '.join(method_names())} (the registered methods); NAME_ser is NAME with SER (train.method)."
 
 
 @error_boundary
@@ -27,10 +30,9 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Data file (ser data synth / ser data import).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; rerunning the same command resumes it.")],
     maps: Annotated[Path | None, typer.Option("--maps", help="Maps file from ser precompute (SER targets).")] = None,
-    method: Annotated[
-        str | None, typer.Option("--method", help="sgd, joint, er, er_ace, der, derpp (or *_ser).")
-    ] = None,
-    ser: Annotated[bool | None, typer.Option("--ser/--no-ser", help="Add SER to the method (train.ser).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=METHOD_HELP)] = None,
+    ser: Annotated[bool | None, typer.Option("--ser/--no-ser", metavar="",
+                                             help="Add SER to the method (train.ser).")] = None,
     saliency_model: Annotated[
         Path | None,
         typer.Option("--saliency-model", help="model.pt of ser pretrain-saliency (train.saliency_checkpoint): the SER "

@@ -22,7 +22,8 @@ from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_me
 class TrainFields(Section):
     """The `train` keys shared by `params.yaml` and the library."""
 
-    method: str = Field("derpp", description="sgd, joint, er, er_ace, der, derpp; NAME_ser turns SER on.")
+    method: str = Field("derpp", description="A registered method (`ser train --help` lists them); NAME_ser: with "
+                        "SER.")
     ser: bool = Field(False, description="Add Saliency-driven Experience Replay to the method.")
     backbone: str = Field("resnet18_reduced", description="Classifier backbone (resnet18 in the paper).")
     n_tasks: int = Field(5, ge=1)
