@@ -8,10 +8,10 @@ may precede the `ser` arguments; each takes the number of values shown.
     kill-after-steps N         ser pretrain-saliency: SIGKILL itself after the N-th optimiser step of this process,
                                once the loop has handled the step (checkpointing it if one was due)
     kill-after-calls TARGET N  any command: SIGKILL itself after the N-th return of TARGET in this process, a dotted
-                               name (`stages.import_data._write_block`, `ser_cli.data.maps.MapsWorkFile.write`); for
-                               a generator function, after its N-th item, once the caller asks for the next one
+                               name (`ser_cli.stages.import_data._write_block`, `ser_cli.data.maps.MapsWorkFile.write`);
+                               for a generator function, after its N-th item, once the caller asks for the next one
     set-attr TARGET VALUE      any command: set the module or class attribute TARGET to VALUE (a Python literal),
-                               e.g. `stages.import_data.BLOCK_ROWS 2` for more, smaller import units
+                               e.g. `ser_cli.stages.import_data.BLOCK_ROWS 2` for more, smaller import units
     count-calls TARGET FILE    any command: append a line to FILE after each return (item) of TARGET
 
 `run_forked` runs the same thing in a forked child of the calling process: no interpreter start and no torch import,
@@ -104,7 +104,7 @@ def _set_attr(target: str, value: str) -> None:
 
 STEP = "ser_cli.continual.loop.ContinualTrainer._step"
 COMMITTED_BATCH = "ser_cli.data.maps.MapsWorkFile.write"
-PRETRAIN_STEPS = "ser_cli.training.saliency_trainer.SaliencyTrainer.train_epoch"
+PRETRAIN_STEPS = "ser_cli.saliency.saliency_trainer.SaliencyTrainer.train_epoch"
 
 FAULTS: dict[str, Callable[..., None]] = {  # name -> patcher taking the fault's values (strings)
     "step-delay": lambda seconds: after_each(STEP, lambda: time.sleep(float(seconds))),

@@ -114,29 +114,3 @@ def test_every_float_field_refuses_non_finite_values() -> None:
         for bad in ("inf", "-inf", ".nan"):
             with pytest.raises(UserError, match=rf"--set {key}: Input should be a finite number"):
                 load_params(None, [f"{key}={bad}"])
-
-
-def test_method_knobs_are_declared_in_the_method_file_and_keep_flat_keys() -> None:
-    from ser_cli.continual.methods.der import DerKnobs
-    from ser_cli.continual.methods.derpp import DerppKnobs
-    from ser_cli.continual.settings import TrainSettings
-
-    assert TrainSettings.model_fields["alpha"].description == DerKnobs.model_fields["alpha"].description
-    assert TrainSettings.model_fields["beta"].description == DerppKnobs.model_fields["beta"].description
-    assert load_params(None, ["train.beta=0.25"]).train.settings().beta == 0.25
-    with pytest.raises(UserError, match=r"train.beta: must be >= 0"):
-        load_params(None, ["train.beta=-1"])
-    with pytest.raises(UserError, match=r"train.alpha: must be >= 0"):
-        TrainSettings(alpha=-1)
-
-
-def test_the_train_section_and_the_library_settings_share_one_definition() -> None:
-    from ser_cli.continual.settings import TrainFields, TrainSettings
-
-    shared = set(TrainFields.model_fields)
-    assert shared <= set(TrainConfig.model_fields) and shared <= set(TrainSettings.model_fields)
-    for name in shared - {"mnp_blocks"}:  # the library keeps mnp_blocks as a tuple (hashable settings)
-        assert TrainConfig.model_fields[name] is TrainFields.model_fields[name] or (
-            TrainConfig.model_fields[name].default == TrainFields.model_fields[name].default)
-        assert TrainSettings.model_fields[name].default == TrainFields.model_fields[name].default
-    assert TrainConfig().settings() == TrainSettings(classifier_init="random")

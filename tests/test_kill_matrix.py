@@ -164,9 +164,9 @@ def _sets(**values: object) -> list[str]:
 
 COMMANDS = {
     "import": Command(
-        unit="stages.import_data._write_block",
+        unit="ser_cli.stages.import_data._write_block",
         units=sum(math.ceil(n / IMPORT_BLOCK) for n in SALICON_ROWS.values()),
-        faults=("set-attr", "stages.import_data.BLOCK_ROWS", str(IMPORT_BLOCK)),
+        faults=("set-attr", "ser_cli.stages.import_data.BLOCK_ROWS", str(IMPORT_BLOCK)),
         args=lambda i, out: ["data", "import", "salicon", str(i["salicon"]), "--out", str(out), "--workers", "0",
                              *_sets(data__height=32, data__width=48)],
         output="data.h5",
@@ -174,7 +174,7 @@ COMMANDS = {
         kept=lambda n: n,  # a block is flushed before `_write_block` returns
     ),
     "pretrain": Command(  # conftest's pretraining file: 22 train images / batch 4 = 6 steps, 2 epochs
-        unit="ser_cli.training.saliency_trainer.SaliencyTrainer.train_epoch",
+        unit="ser_cli.saliency.saliency_trainer.SaliencyTrainer.train_epoch",
         units=12,
         args=lambda i, out: ["pretrain-saliency", "--data", str(i["pretrain_data"]), "--out", str(out), "--device",
                              "cpu", *_sets(saliency__epochs=2, saliency__batch_size=4, saliency__checkpoint_every=2,
@@ -225,10 +225,10 @@ def _warm_imports() -> None:
     the first optimiser made) and pyplot, most of the cost of a tiny run."""
     import matplotlib.pyplot  # noqa: F401
 
-    import stages.import_data
-    import stages.precompute
-    import stages.pretrain_saliency
-    import stages.train  # noqa: F401
+    import ser_cli.stages.import_data
+    import ser_cli.stages.precompute
+    import ser_cli.stages.pretrain_saliency
+    import ser_cli.stages.train  # noqa: F401
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 

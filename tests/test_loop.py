@@ -14,9 +14,9 @@ from ser_cli.config import TrainConfig
 from ser_cli.continual.evaluation import evaluate_task
 from ser_cli.continual.learner import restore_learner
 from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
-from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.scenario import ClassIncrementalScenario
+from ser_cli.models.normalize import Normalizer
 from ser_cli.runtime.errors import RunFailure, UserError
 from tests.continual_data import tiny_settings, tiny_stream
 

@@ -14,7 +14,7 @@ from ser_cli.continual.learner import build_learner
 from ser_cli.continual.methods import StreamBatch, build_method, method_names
 from ser_cli.continual.methods.derpp import derpp_terms
 from ser_cli.continual.methods.er_ace import ace_mask
-from ser_cli.continual.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer
+from ser_cli.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer
 from ser_cli.runtime.errors import UserError
 from tests.continual_data import tiny_settings, tiny_stream
 

@@ -21,15 +21,15 @@ from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
 from ser_cli.config import SaliencyConfig
-from ser_cli.continual.normalize import Normalizer
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter
 from ser_cli.metrics.saliency import cc, center_bias_map, kld
 from ser_cli.models import SaliencyNet, build_backbone
 from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
-from ser_cli.training.encoder_init import load_classifier_encoder
-from ser_cli.training.saliency_trainer import (
+from ser_cli.models.normalize import Normalizer
+from ser_cli.saliency.encoder_init import load_classifier_encoder
+from ser_cli.saliency.saliency_trainer import (
     build_optimizer,
     epoch_order,
     evaluate_maps,
@@ -39,7 +39,7 @@ from ser_cli.training.saliency_trainer import (
     recompute_bn_stats,
     set_epoch_lr,
 )
-from stages import pretrain_saliency as stage
+from ser_cli.stages import pretrain_saliency as stage
 from tests import faults
 
 runner = CliRunner()

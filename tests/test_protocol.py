@@ -20,7 +20,7 @@ from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import UserError
-from ser_cli.training.encoder_init import backbone_weights
+from ser_cli.saliency.encoder_init import backbone_weights
 from tests.continual_data import tiny_settings, tiny_stream
 
 runner = CliRunner()

@@ -1,12 +1,12 @@
-"""The code each DVC stage runs, from the import graph: `python -m tools.dvc_deps [--check]`.
+"""The code each DVC stage runs, from the import graph: `python -m tools.dvc_deps [--write | --check]`.
 
-A stage's command (`ser data synth`, `ser train`, ...) runs its CLI module and its `stages/` module; everything they
-import, directly or not, inside `ser_cli/` and `stages/` (imports inside functions included) is code whose change can
-change the stage's outputs, so `dvc.yaml` must list it (the file itself or a folder above it) under the stage's
-`deps`. Without arguments, print each stage's import closure as the folders and files to list; with `--check`, exit 1
-naming every imported file a stage's `deps` miss (what `tests/test_dvc_deps.py` asserts). The printed lists cover
-top-level modules file by file and subpackages whole (a change anywhere in `ser_cli/data/` reruns a stage that
-imports any of it: coarser than needed, never stale).
+A stage's command (`ser data synth`, `ser train`, ...) runs its CLI module and its `ser_cli/stages/` module;
+everything they import, directly or not, inside `ser_cli/` (imports inside functions included) is code whose change
+can change the stage's outputs, so `dvc.yaml` must list it (the file itself or a folder above it) under the stage's
+`deps`. Without arguments, print each stage's import closure as the entries to list; with `--write`, put them into
+`dvc.yaml` (replacing each stage's `ser_cli...` lines); with `--check`, exit 1 naming every imported file a stage's
+`deps` miss (what `tests/test_dvc_deps.py` asserts). A subpackage is listed whole when the stage imports all of it,
+module by module otherwise, so editing a module reruns exactly the stages that import it.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ser_cli", "stages")
+PACKAGES = ("ser_cli",)
 # `ser <command>` -> the modules the command itself runs
 ENTRY = {
-    "data synth": ["ser_cli/cli/data.py", "stages/synth.py"],
-    "data spurious": ["ser_cli/cli/data.py", "stages/spurious.py"],
-    "data import": ["ser_cli/cli/data.py", "stages/import_data.py"],
-    "pretrain-saliency": ["ser_cli/cli/pretrain.py", "stages/pretrain_saliency.py"],
-    "precompute": ["ser_cli/cli/precompute.py", "stages/precompute.py"],
-    "train": ["ser_cli/cli/train.py", "stages/train.py"],
-    "evaluate": ["ser_cli/cli/evaluate.py", "stages/evaluate.py"],
-    "compare": ["ser_cli/cli/compare.py", "stages/compare.py"],
+    "data synth": ["ser_cli/cli/data.py", "ser_cli/stages/synth.py"],
+    "data spurious": ["ser_cli/cli/data.py", "ser_cli/stages/spurious.py"],
+    "data import": ["ser_cli/cli/data.py", "ser_cli/stages/import_data.py"],
+    "pretrain-saliency": ["ser_cli/cli/pretrain.py", "ser_cli/stages/pretrain_saliency.py"],
+    "precompute": ["ser_cli/cli/precompute.py", "ser_cli/stages/precompute.py"],
+    "train": ["ser_cli/cli/train.py", "ser_cli/stages/train.py"],
+    "evaluate": ["ser_cli/cli/evaluate.py", "ser_cli/stages/evaluate.py"],
+    "compare": ["ser_cli/cli/compare.py", "ser_cli/stages/compare.py"],
 }
 
 
@@ -86,12 +86,32 @@ def stage_commands() -> dict[str, str]:
 
 
 def code_deps(command: str) -> list[str]:
-    """The `deps` entries that cover a command's import closure: top-level files as files, subpackages whole."""
+    """The `deps` entries that cover a command's import closure: a subpackage whole when the command imports every
+    module of it, its modules one by one otherwise (so editing a module reruns only the stages that import it)."""
+    needed = closure(ENTRY[command])
     entries = set()
-    for f in closure(ENTRY[command]):
+    for f in needed:
         rel = f.relative_to(ROOT)
-        entries.add(str(rel) if len(rel.parts) == 2 else str(Path(*rel.parts[:2])))
+        package = ROOT / Path(*rel.parts[:2])
+        whole = len(rel.parts) > 2 and set(package.rglob("*.py")) <= needed
+        entries.add(str(package.relative_to(ROOT)) if whole else str(rel))
     return sorted(entries)
+
+
+def write_deps(path: Path) -> None:
+    """Replace each stage's code entries (`ser_cli...`) in `path` by `code_deps`, keeping every other line."""
+    lines, out, stage = path.read_text().splitlines(), [], None
+    commands = stage_commands()
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage = line.strip()[:-1]
+        if line.strip().startswith("- ser_cli") and stage in commands:
+            indent = line[: line.index("-")]
+            if not out or not out[-1].strip().startswith("- ser_cli"):
+                out.extend(f"{indent}- {d}" for d in code_deps(commands[stage]))
+            continue
+        out.append(line)
+    path.write_text("\n".join(out) + "\n")
 
 
 def missing_deps() -> dict[str, list[str]]:
@@ -111,7 +131,10 @@ def missing_deps() -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml misses an imported file")
+    parser.add_argument("--write", action="store_true", help="rewrite the code deps of every stage in dvc.yaml")
     args = parser.parse_args(argv)
+    if args.write:
+        write_deps(ROOT / "dvc.yaml")
     if args.check:
         missing = missing_deps()
         for stage, files in missing.items():

@@ -27,7 +27,7 @@ def synth(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate SynthSal, the built-in benchmark (parameters under data.synth)."""
-    from stages import synth as stage
+    from ser_cli.stages import synth as stage
 
     cfg = build_params(params, set_, seed, "data.synth.seed").data.synth
     path = stage.run(cfg, out)
@@ -80,7 +80,7 @@ def import_(
     """Import a published dataset, resized to data.height x data.width (LANCZOS), into an HDF5 data file."""
     from ser_cli.data.importers import ImportOptions
     from ser_cli.runtime.errors import UserError
-    from stages import import_data as stage
+    from ser_cli.stages import import_data as stage
 
     if storage not in (None, "raw", "encoded"):
         raise UserError(f"--storage: must be raw or encoded (got {storage!r})")
@@ -100,6 +100,6 @@ def spurious(
     quiet: QuietOpt = False,
 ) -> None:
     """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
-    from stages import spurious as stage
+    from ser_cli.stages import spurious as stage
 
     typer.echo(str(stage.run(src, out)))

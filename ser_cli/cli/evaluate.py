@@ -36,7 +36,7 @@ def evaluate(
     robustness and saliency_overlay. Prints OUT (or, with --json, the metrics) on stdout.
     """
     from ser_cli.runtime.device import resolve_device
-    from stages import evaluate as stage
+    from ser_cli.stages import evaluate as stage
 
     cfg = build_params(params, set_, seed, "evaluate.seed").evaluate
     stage.check_run_dir(run)

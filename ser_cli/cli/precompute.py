@@ -41,7 +41,7 @@ def precompute(
 
     if (model is None) == (not from_dataset):
         raise UserError("give exactly one of --model FILE (predict maps) and --from-dataset (copy the data's maps)")
-    from stages import precompute as stage
+    from ser_cli.stages import precompute as stage
 
     cfg = build_params(params, set_).precompute
     result = stage.run(cfg, data, out, model=model, device=device, metrics_path=metrics)

@@ -37,7 +37,7 @@ def pretrain_saliency(
     Writes OUT/model.pt, metrics.json, predictions.png and train_log.csv.
     An interrupted run resumes from OUT/checkpoint.pt when the same command is run again.
     """
-    from stages import pretrain_saliency as stage
+    from ser_cli.stages import pretrain_saliency as stage
 
     cfg = build_params(params, set_, seed, "saliency.seed").saliency
     if init_from is not None:

@@ -48,7 +48,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier continually (class-incremental, online) with a replay method and optional SER."""
-    from stages import train as stage
+    from ser_cli.stages import train as stage
 
     overrides = list(set_ or [])
     if method is not None:

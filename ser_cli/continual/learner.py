@@ -15,21 +15,19 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ser_cli.continual.normalize import Normalizer
 from ser_cli.continual.ser import SaliencyBranch
+from ser_cli.continual.settings import TrainSettings
 from ser_cli.models.modulation import Modulation, build_modulation
+from ser_cli.models.normalize import Normalizer
 from ser_cli.models.registry import Backbone, build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.device import autocast, use_bf16
 from ser_cli.runtime.errors import UserError
-
-if TYPE_CHECKING:  # the settings import the methods (their knobs): no import cycle at run time
-    from ser_cli.continual.settings import TrainSettings
 
 Role = Literal["stream", "replay", "eval"]
 

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from ser_cli.continual.learner import Learner, restore_learner
-from ser_cli.continual.methods import method_class, method_knobs
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
 from ser_cli.runtime.errors import UserError
@@ -30,16 +29,11 @@ from ser_cli.runtime.errors import UserError
 KIND = "ser-run"
 FORMAT_VERSION = 1
 NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every")
-# Knobs hashed for every method, as they were before methods declared their own (keeps older runs' identities).
-ALWAYS_HASHED_KNOBS = ("alpha", "beta")
 
 
 def config_hash(settings: TrainSettings) -> str:
-    """Identity of a configuration across seeds: every setting, and of the methods' knobs only the run's own."""
-    own = method_class(settings.method).knobs
-    others = {name for model in method_knobs() for name in model.model_fields}
-    others -= set(own.model_fields if own else ()) | set(ALWAYS_HASHED_KNOBS)
-    config = {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_CONFIG_HASH and k not in others}
+    """Identity of a configuration across seeds."""
+    config = {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_CONFIG_HASH}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,10 +3,9 @@
 `TrainFields` holds every `train` key the library and `params.yaml` share; `TrainSettings` (what the library
 reads) adds the class-IL evaluation rule and the resolved kind of `classifier_init`; `ser_cli.config.TrainConfig`
 (the `train` section of `params.yaml`) adds what only the stage uses (`saliency_checkpoint`, `workers`,
-`classifier_init` as given) and converts with `TrainConfig.settings()`. A method's own hyperparameters are
-declared in its file (`Method.knobs`, e.g. `DerppKnobs` in `methods/derpp.py`) and keep flat `train.NAME` keys.
-Defaults follow the paper's online setting (Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one
-pass, batch 8, replay minibatch 8, SGD lr 0.01 without momentum, DER++ alpha 0.1 / beta 0.5, SER decoder lr 0.005.
+`classifier_init` as given) and converts with `TrainConfig.settings()`. Defaults follow the paper's online setting
+(Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8, replay minibatch 8, SGD lr
+0.01 without momentum, DER++ alpha 0.1 / beta 0.5, SER decoder lr 0.005.
 """
 
 from __future__ import annotations
@@ -16,13 +15,12 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ser_cli.continual.methods import method_knobs
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_message
 
 
-class TrainFields(*method_knobs(), Section):  # type: ignore[misc]  # bases from the method registry
-    """The `train` keys shared by `params.yaml` and the library, with every registered method's own knobs."""
+class TrainFields(Section):
+    """The `train` keys shared by `params.yaml` and the library."""
 
     method: str = Field("derpp", description="A registered method (`ser train --help` lists them); NAME_ser: with "
                         "SER.")
@@ -42,6 +40,8 @@ class TrainFields(*method_knobs(), Section):  # type: ignore[misc]  # bases from
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
+    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
+    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
     stream_taps: Literal["train", "eval"] = Field(
         "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
         "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")

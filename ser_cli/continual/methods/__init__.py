@@ -6,14 +6,7 @@ method here also runs as its SER version (`derpp` + `ser=True` is the paper's DE
 
 from ser_cli.continual.methods import der, derpp, er, er_ace, joint, sgd  # noqa: F401  (registration)
 from ser_cli.continual.methods.base import Method, StepLosses, StreamBatch
-from ser_cli.continual.methods.registry import (
-    METHODS,
-    build_method,
-    method_class,
-    method_knobs,
-    method_names,
-    register_method,
-)
+from ser_cli.continual.methods.registry import METHODS, build_method, method_class, method_names, register_method
 
 __all__ = [
     "METHODS",
@@ -22,7 +15,6 @@ __all__ = [
     "StreamBatch",
     "build_method",
     "method_class",
-    "method_knobs",
     "method_names",
     "register_method",
 ]

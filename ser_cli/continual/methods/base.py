@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ser_cli.continual.buffer import ReservoirBuffer
 from ser_cli.continual.learner import Learner
-from ser_cli.runtime.section import Section
-
-if TYPE_CHECKING:  # the settings import the methods (their knobs): no import cycle at run time
-    from ser_cli.continual.settings import TrainSettings
+from ser_cli.continual.settings import TrainSettings
 
 
 @dataclass
@@ -62,15 +59,12 @@ class Method(ABC):
         uses_buffer: Whether the method replays (a reservoir buffer is built for it).
         stores_logits: Whether the buffer keeps the stream logits (DER, DER++).
         schedule: "tasks" to see the tasks one after the other, "joint" to see all tasks' data at once.
-        knobs: The method's own hyperparameters (a `Section` declared in its file): they become `train.NAME` keys
-            of `TrainSettings` and `params.yaml`, read as `self.settings.NAME`.
     """
 
     name: ClassVar[str] = ""
     uses_buffer: ClassVar[bool] = True
     stores_logits: ClassVar[bool] = False
     schedule: ClassVar[Literal["tasks", "joint"]] = "tasks"
-    knobs: ClassVar[type[Section] | None] = None
 
     def __init__(self, learner: Learner, settings: TrainSettings, buffer: ReservoirBuffer | None) -> None:
         """Build the classifier optimiser.

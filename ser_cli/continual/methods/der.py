@@ -7,18 +7,10 @@ stream sample (stored in the buffer); the MSE is the mean over samples and class
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from ser_cli.continual.methods.base import Method, StepLosses
 from ser_cli.continual.methods.registry import register_method
-from ser_cli.runtime.section import Section
-
-
-class DerKnobs(Section):
-    """DER's hyperparameters (`train.alpha`)."""
-
-    alpha: float = Field(0.1, ge=0, description="DER/DER++ weight of the logit-replay MSE (paper: 0.1).")
 
 
 @register_method("der")
@@ -26,7 +18,6 @@ class DarkExperienceReplay(Method):
     """Stream CE plus logit distillation on one replay draw."""
 
     stores_logits = True
-    knobs = DerKnobs
 
     def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
         """Stream CE and, when the buffer holds samples, alpha * MSE to the stored logits."""

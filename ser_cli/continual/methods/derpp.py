@@ -9,18 +9,10 @@ MSE is the mean over samples and classes. Replay starts as soon as the buffer ho
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from ser_cli.continual.methods.base import Method, StepLosses
-from ser_cli.continual.methods.der import DerKnobs
 from ser_cli.continual.methods.registry import register_method
-
-
-class DerppKnobs(DerKnobs):
-    """DER++'s hyperparameters: DER's `train.alpha` and `train.beta`."""
-
-    beta: float = Field(0.5, ge=0, description="DER++ weight of the label-replay CE (paper: 0.5).")
 
 
 def derpp_terms(
@@ -60,7 +52,6 @@ class DarkExperienceReplayPlusPlus(Method):
     """Stream CE, logit distillation on one draw, label replay on another."""
 
     stores_logits = True
-    knobs = DerppKnobs
 
     def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
         """The DER++ terms; only the stream CE while the buffer is empty."""

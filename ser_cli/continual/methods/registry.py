@@ -6,18 +6,14 @@ Adding a method is one file with one decorated `Method` subclass, imported by `s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ser_cli.continual.buffer import ReservoirBuffer
 from ser_cli.continual.learner import Learner
 from ser_cli.continual.methods.base import Method
 from ser_cli.continual.seeds import BUFFER, derive_seed
+from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
-from ser_cli.runtime.section import Section
-
-if TYPE_CHECKING:  # the settings import the methods (their knobs): no import cycle at run time
-    from ser_cli.continual.settings import TrainSettings
 
 METHODS = Registry("method", setting="train.method", set_name=True)
 
@@ -30,13 +26,6 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 def method_names() -> list[str]:
     """Names of the registered methods, sorted."""
     return METHODS.names()
-
-
-def method_knobs() -> tuple[type[Section], ...]:
-    """The registered methods' knob models, the most derived of each line only (DER++'s includes DER's)."""
-    models = {cls.knobs for cls in METHODS.values() if cls.knobs is not None}
-    return tuple(sorted((m for m in models if not any(o is not m and issubclass(o, m) for o in models)),
-                        key=lambda m: m.__name__))
 
 
 def method_class(name: str) -> type[Method]:

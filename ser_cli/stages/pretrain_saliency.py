@@ -30,11 +30,11 @@ import torch
 
 from ser_cli import __version__
 from ser_cli.config import SaliencyConfig
-from ser_cli.continual.normalize import Normalizer
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.saliency import cc
 from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
+from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.saliency_grid import plot_saliency_grid
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
@@ -46,8 +46,8 @@ from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
 from ser_cli.runtime.seeding import seed_everything
-from ser_cli.training.encoder_init import load_classifier_encoder
-from ser_cli.training.saliency_trainer import (
+from ser_cli.saliency.encoder_init import load_classifier_encoder
+from ser_cli.saliency.saliency_trainer import (
     SaliencyTrainer,
     center_bias_predictor,
     epoch_lrs,

@@ -64,8 +64,8 @@ class ModelSource:
     """Maps predicted by a saliency checkpoint: ImageNet-normalised images -> SaliencyNet -> uint8 maps."""
 
     def __init__(self, model: Path, device: torch.device, precision: str) -> None:
-        from ser_cli.continual.normalize import Normalizer
         from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
+        from ser_cli.models.normalize import Normalizer
 
         self.net, _ = load_saliency_checkpoint(model, device)
         self.identity = file_sha256(model)

@@ -20,9 +20,10 @@ import torch
 
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
-from ser_cli.continual import ContinualTrainer, ProgressEvent, TrainSettings
+from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
 from ser_cli.continual.run_identity import RunIdentity, check_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
+from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.data.store import DataFile
@@ -39,7 +40,7 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
-from ser_cli.training.encoder_init import backbone_weights, classification_weights
+from ser_cli.saliency.encoder_init import backbone_weights, classification_weights
 
 CHECKPOINT = "checkpoint.pt"
 DIAGNOSTIC = "mod_"  # modulation diagnostics in the log (`Learner.pop_diagnostics`), summarised in metrics.json
