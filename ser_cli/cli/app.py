@@ -11,6 +11,7 @@ from ser_cli.cli import compare as compare_cli
 from ser_cli.cli import data
 from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
+from ser_cli.cli import predict as predict_cli
 from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import train as train_cli
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
@@ -33,6 +34,7 @@ app.command("precompute", cls=PlainHelpCommand)(precompute_cli.precompute)
 app.command("train", cls=PlainHelpCommand)(train_cli.train)
 app.command("evaluate", cls=PlainHelpCommand)(evaluate_cli.evaluate)
 app.command("compare", cls=PlainHelpCommand)(compare_cli.compare)
+app.command("predict", cls=PlainHelpCommand)(predict_cli.predict)
 
 
 def _show_version(value: bool) -> None:
