@@ -206,19 +206,19 @@ def test_same_seed_gives_identical_weights(trained: Path, tiny_synth_pretrain: P
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
-    from ser_cli.runtime.checkpoint import save_checkpoint
+    from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
     from ser_cli.runtime.errors import UserError
 
     identity = {"params": SaliencyConfig(**TINY).model_dump(mode="json", exclude=stage.RESUMABLE_KEYS),
                 "data_fingerprint": "abc"}
     state = {"identity": identity, "trainer": {}, "rng": {}, "elapsed": 0.0}
     save_checkpoint(tmp_path / "checkpoint.pt", state)
-    assert stage._load_same_run(tmp_path / "checkpoint.pt", identity) == state
+    assert load_resumable(tmp_path / "checkpoint.pt", identity, stage.RESUME_KEYS) == state
     changed = {**identity, "params": {**identity["params"], "lr": 0.01}}
     with pytest.raises(UserError, match=r"checkpoint\.pt: left by an interrupted run with another params\.lr "
                                         r"\(0\.05, now 0\.01\); .* --restart"):
-        stage._load_same_run(tmp_path / "checkpoint.pt", changed)
-    assert stage._load_same_run(tmp_path / "checkpoint.pt", changed, restart=True) is None
+        load_resumable(tmp_path / "checkpoint.pt", changed, stage.RESUME_KEYS)
+    assert load_resumable(tmp_path / "checkpoint.pt", changed, stage.RESUME_KEYS, restart=True) is None
     assert not (tmp_path / "checkpoint.pt").exists()
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ser_cli.runtime.checkpoint import check_same_identity
 from ser_cli.runtime.errors import UserError
 
 FINISHED = ("model.pt", "run.json", "metrics.json")
@@ -32,10 +31,6 @@ class RunIdentity:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def check_resumes(self, saved: dict[str, Any], path: Path) -> None:
-        """UserError naming what differs when `saved` (a checkpoint's identity) is not this run's."""
-        check_same_identity(path, saved, self.to_dict())
 
 
 def check_run_folder(out: Path, identity: RunIdentity, start: str) -> Literal["fresh", "complete"]:

@@ -58,6 +58,27 @@ def load_checkpoint(path: Path, expected_keys: tuple[str, ...] = ()) -> dict[str
     return state
 
 
+def load_resumable(path: Path, identity: dict[str, Any], expected_keys: tuple[str, ...] = (),
+                   restart: bool = False) -> dict[str, Any] | None:
+    """The checkpoint an interrupted run of the same inputs and settings left at `path`, or None to start from zero
+    (there is none, it was unreadable and set aside, or `restart` discarded it).
+
+    The checkpoint must hold `identity` (what the run depends on) under the key "identity" and `expected_keys`.
+
+    Raises:
+        UserError: it was left by a run of other inputs or settings (naming the first difference).
+    """
+    path = Path(path)
+    if restart and path.is_file():
+        path.unlink()
+        log(f"{path}: discarded (--restart); starting from zero")
+        return None
+    saved = load_checkpoint(path, expected_keys=("identity", *expected_keys))
+    if saved is not None:
+        check_same_identity(path, saved["identity"], identity)
+    return saved
+
+
 def _set_aside(path: Path, why: str) -> None:
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)

@@ -38,7 +38,7 @@ from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.saliency_grid import plot_saliency_grid
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
-from ser_cli.runtime.checkpoint import check_same_identity, load_checkpoint, remove_checkpoint, save_checkpoint
+from ser_cli.runtime.checkpoint import load_resumable, remove_checkpoint, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
@@ -58,6 +58,7 @@ from ser_cli.saliency.saliency_trainer import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+RESUME_KEYS = ("trainer", "rng", "elapsed")  # besides "identity"
 METRICS = ("kld", "cc", "sim", "nss", "auc_judd")
 GRID_IMAGES = 6
 INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host sync)
@@ -85,7 +86,7 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", r
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     identity = {"params": cfg.model_dump(mode="json", exclude=RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
-    saved = _load_same_run(out / CHECKPOINT, identity, restart)
+    saved = load_resumable(out / CHECKPOINT, identity, RESUME_KEYS, restart)
     net = _build_net(cfg, fresh=saved is None)
     net = net.to(device, memory_format=torch.channels_last)
     normalize = Normalizer(device, torch.channels_last)
@@ -112,17 +113,6 @@ def _check_data(data: Path, cfg: SaliencyConfig) -> DataFile:
         raise UserError(f"saliency.w_nss={cfg.w_nss}: {data} has no fixation points in its train split; "
                         "set saliency.w_nss=0")
     return info
-
-
-def _load_same_run(path: Path, identity: dict[str, Any], restart: bool = False) -> dict[str, Any] | None:
-    """The checkpoint of an interrupted run of the same command, or None; a different run's is an error."""
-    if restart and path.is_file():
-        path.unlink()
-        log(f"{path}: discarded (--restart); starting from zero")
-    saved = load_checkpoint(path, expected_keys=("identity", "trainer", "rng", "elapsed"))
-    if saved is not None:
-        check_same_identity(path, saved["identity"], identity)
-    return saved
 
 
 def _build_net(cfg: SaliencyConfig, fresh: bool) -> SaliencyNet:

@@ -33,7 +33,7 @@ from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.plots.continual import plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
-from ser_cli.runtime.checkpoint import load_checkpoint, save_checkpoint
+from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
@@ -155,16 +155,9 @@ def _save_checkpoint(out: Path, state: dict[str, Any], log_rows: list[dict[str, 
 def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]], clock: TrainingClock,
             identity: RunIdentity, restart: bool) -> None:
     path = out / CHECKPOINT
-    if not path.is_file():
-        return
-    if restart:
-        path.unlink()
-        log(f"{path}: discarded (--restart); starting the run from zero")
-        return
-    saved = load_checkpoint(path, expected_keys=("trainer", "log", "seconds", "identity"))
+    saved = load_resumable(path, identity.to_dict(), ("trainer", "log", "seconds"), restart)
     if saved is None:
         return
-    identity.check_resumes(saved["identity"], path)
     trainer.load_state_dict(saved["trainer"])
     log_rows.extend(row for row in saved["log"] if row["step"] <= trainer.position.step)
     clock.before = float(saved["seconds"])
