@@ -41,14 +41,36 @@ def _help(*args: str) -> str:
 def test_root_help_lists_commands_in_pipeline_order() -> None:
     listed = [line.split()[1] for line in _help().splitlines() if line.startswith("│ ") and len(line.split()) > 2]
     commands = [name for name in listed if not name.startswith("-")]
-    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare"]
+    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "predict"]
 
 
 def test_flags_show_no_value_placeholder_and_method_help_reads_the_registry() -> None:
     from ser_cli.continual.methods import method_names
 
     for command in (["train"], ["evaluate"], ["compare"], ["precompute"], ["pretrain-saliency"], [], ["data"],
-                    ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"]):
+                    ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"], ["predict"]):
         assert "<bool>" not in _help(*command), command
     method_line = next(line for line in _help("train").splitlines() if "--method" in line)
     assert all(name in method_line for name in method_names())
+
+
+def test_every_command_that_writes_a_data_file_prints_its_info_with_json(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+
+    tiny = ["--set", "data.synth.train_per_class=2", "--set", "data.synth.test_per_class=1", "--set",
+            "data.synth.height=16", "--set", "data.synth.width=16"]
+    runner = CliRunner()
+    made = runner.invoke(app, ["-q", "data", "synth", "--out", str(tmp_path / "a.h5"), *tiny, "--json"])
+    assert made.exit_code == 0, made.output
+    info = json.loads(made.stdout)
+    assert info["path"].endswith("a.h5") and info["splits"]["train"]["images"] == 40
+    copied = runner.invoke(app, ["-q", "data", "spurious", str(tmp_path / "a.h5"), "--out", str(tmp_path / "b.h5"),
+                                 "--json"])
+    assert copied.exit_code == 0, copied.output
+    assert json.loads(copied.stdout)["fingerprint"] != info["fingerprint"]
+    plain = runner.invoke(app, ["-q", "data", "synth", "--out", str(tmp_path / "c.h5"), *tiny])
+    assert plain.stdout.strip() == str(tmp_path / "c.h5")

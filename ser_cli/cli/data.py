@@ -24,14 +24,14 @@ def synth(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate SynthSal, the built-in benchmark (parameters under data.synth)."""
     from ser_cli.stages import synth as stage
 
     cfg = build_params(params, set_, seed, "data.synth.seed").data.synth
-    path = stage.run(cfg, out)
-    typer.echo(str(path))
+    _echo_written(stage.run(cfg, out), as_json)
 
 
 @app.command("info", cls=PlainHelpCommand)
@@ -75,6 +75,7 @@ def import_(
     split_seed: Annotated[int, typer.Option("--seed", help="mit1003 only: seed of the train/test split.")] = 0,
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Import a published dataset, resized to data.height x data.width (LANCZOS), into an HDF5 data file."""
@@ -89,7 +90,7 @@ def import_(
     cfg = build_params(params, overrides).data
     options = ImportOptions(class_order=class_order, limit_per_class=limit_per_class, test_fraction=test_fraction,
                             seed=split_seed)
-    typer.echo(str(stage.run(cfg, fmt, src, out, options)))
+    _echo_written(stage.run(cfg, fmt, src, out, options), as_json)
 
 
 @app.command("spurious", cls=PlainHelpCommand)
@@ -97,9 +98,20 @@ def import_(
 def spurious(
     src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth_spurious.h5.")],
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
     from ser_cli.stages import spurious as stage
 
-    typer.echo(str(stage.run(src, out)))
+    _echo_written(stage.run(src, out), as_json)
+
+
+def _echo_written(path: Path, as_json: bool) -> None:
+    """stdout of the commands that write a data file: its path, or with --json what `ser data info --json` prints."""
+    if not as_json:
+        typer.echo(str(path))
+        return
+    from ser_cli.data.store import DataFile
+
+    typer.echo(json.dumps(DataFile(path).info(), indent=2))
