@@ -42,11 +42,11 @@ def test_editing_a_shared_module_marks_every_stage_that_imports_it(tmp_path: Pat
     _placeholder_outputs(tmp_path)
     run(str(DVC), "commit", "-f", "-q")
     assert json.loads(run(str(DVC), "status", "--json").stdout) == {}
-    shared = tmp_path / "ser_cli" / "continual" / "normalize.py"
+    shared = tmp_path / "ser_cli" / "models" / "normalize.py"
     shared.write_text(shared.read_text() + "\n# edited\n")
     changed = {name.split("@")[0] for name in json.loads(run(str(DVC), "status", "--json").stdout)}
     importers = {stage for stage, command in stage_commands().items()
-                 if ROOT / "ser_cli" / "continual" / "normalize.py" in closure(ENTRY[command])}
+                 if ROOT / "ser_cli" / "models" / "normalize.py" in closure(ENTRY[command])}
     assert changed == importers and {"pretrain_saliency", "precompute", "train"} <= changed
 
 
