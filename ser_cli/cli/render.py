@@ -15,11 +15,11 @@ def print_data_info(d: dict[str, Any]) -> None:
     h, w, c = d["image_shape"]
     stdout_console.print(f"[bold]{d['path']}[/]  schema v{d['schema_version']}  images {h}x{w}x{c} "
                          f"({d['storage']})  {d['n_classes']} classes")
-    table = Table("split", "images", "maps", "fixations", "images per class (min-max)")
+    table = Table("split", "images", "maps", "fixations", "masks", "images per class (min-max)")
     for split, s in d["splits"].items():
         per = s["per_class"]
         table.add_row(split, str(s["images"]), "yes" if s["has_maps"] else "no", str(s["fixations"]),
-                      f"{min(per)}-{max(per)}" if per else "-")
+                      "yes" if s.get("has_masks") else "no", f"{min(per)}-{max(per)}" if per else "-")
     stdout_console.print(table)
     names = d["class_names"]
     shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")

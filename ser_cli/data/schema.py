@@ -6,13 +6,14 @@ A *data file* (`kind = "ser-dataset"`) holds one group per split (`train`, `test
     images_encoded   vlen uint8 (N,)      PNG bytes per image              (storage = "encoded")
     labels           int64 (N,)
     maps             uint8 (N, H, W)      optional ground-truth saliency, 255 = the image's maximum
+    masks            uint8 (N, H, W)      optional object region (1 = the class object, 0 = elsewhere; SynthSal)
     fixations        int32 (M, 4)         optional fixation points: (row, observer, y, x), 0-based pixels
     fixation_ptr     int64 (N + 1,)       fixations of row i are fixations[fixation_ptr[i]:fixation_ptr[i+1]]
     done             bool (N,)            rows written so far (resumable writers)
 
 File attributes: `schema_version`, `kind`, `height`, `width`, `storage`, `class_names` (JSON list), `provenance`
 (JSON: generator parameters or source path, package version, creation time), `fingerprint` (sha256 of labels
-and pixels, set when complete), `complete`. A *maps file* (`kind = "ser-maps"`, written by `ser precompute`) has
+and pixels, set when complete: maps, masks and fixations are not part of it), `complete`. A *maps file* (`kind = "ser-maps"`, written by `ser precompute`) has
 the same groups with only `maps`, plus `data_fingerprint` and `model_sha256`.
 """
 

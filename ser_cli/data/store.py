@@ -28,6 +28,7 @@ class SplitInfo:
     size: int
     has_maps: bool
     n_fixations: int
+    has_masks: bool = False
 
 
 class DataFile:
@@ -50,7 +51,7 @@ class DataFile:
         with h5py.File(self.path, "r", locking=False) as h5:
             for split in SPLITS:
                 group, n = h5[split], self.splits[split].size
-                for name in ("images", "images_encoded", "maps"):
+                for name in ("images", "images_encoded", "maps", "masks"):
                     if name in group and group[name].shape[0] != n:
                         raise UserError(f"{self.path}: /{split}/{name} has {group[name].shape[0]} rows but "
                                         f"/{split}/labels has {n}; the file is damaged")
@@ -58,7 +59,8 @@ class DataFile:
     @staticmethod
     def _split_info(group: h5py.Group) -> SplitInfo:
         n_fix = int(group["fixations"].shape[0]) if "fixations" in group else 0
-        return SplitInfo(size=int(group["labels"].shape[0]), has_maps="maps" in group, n_fixations=n_fix)
+        return SplitInfo(size=int(group["labels"].shape[0]), has_maps="maps" in group, n_fixations=n_fix,
+                         has_masks="masks" in group)
 
     @property
     def n_classes(self) -> int:
@@ -79,6 +81,13 @@ class DataFile:
     def has_maps(self) -> bool:
         return all(info.has_maps for info in self.splits.values())
 
+    def masks(self, split: str, rows: np.ndarray) -> np.ndarray | None:
+        """Object masks of `rows` (sorted, unique) of a split, bool (n, H, W), or None when the split has none."""
+        if not self.splits[split].has_masks:
+            return None
+        with h5py.File(self.path, "r", locking=False) as h5:
+            return h5[split]["masks"][np.asarray(rows, dtype=np.int64)] > 0
+
     def labels(self, split: str) -> np.ndarray:
         """All labels of a split, int64 (N,)."""
         with h5py.File(self.path, "r", locking=False) as h5:
@@ -94,8 +103,8 @@ class DataFile:
             "storage": self.storage,
             "n_classes": self.n_classes,
             "class_names": self.class_names,
-            "splits": {s: {"images": i.size, "has_maps": i.has_maps, "fixations": i.n_fixations,
-                           "per_class": counts[s]} for s, i in self.splits.items()},
+            "splits": {s: {"images": i.size, "has_maps": i.has_maps, "has_masks": i.has_masks,
+                           "fixations": i.n_fixations, "per_class": counts[s]} for s, i in self.splits.items()},
             "fingerprint": self.fingerprint,
             "provenance": self.provenance,
         }

@@ -56,8 +56,9 @@ class StoreWriter:
         except (OSError, KeyError):
             return False
 
-    def create_split(self, split: str, n: int, *, with_maps: bool = False, with_fixations: bool = False) -> None:
-        """Create (or, when resuming, keep) the datasets of `split` for `n` rows."""
+    def create_split(self, split: str, n: int, *, with_maps: bool = False, with_fixations: bool = False,
+                     with_masks: bool = False) -> None:
+        """Create (or, when resuming, keep) the datasets of `split` for `n` rows (`with_masks`: object masks)."""
         group = self.h5.require_group(split)
         h, w = self.height, self.width
         if self.storage == "raw":
@@ -68,6 +69,8 @@ class StoreWriter:
         group.require_dataset("done", (n,), bool, fillvalue=False, exact=True)
         if with_maps:
             group.require_dataset("maps", (n, h, w), np.uint8, chunks=(1, h, w), exact=True)
+        if with_masks:
+            group.require_dataset("masks", (n, h, w), np.uint8, chunks=(1, h, w), exact=True)
         if with_fixations:
             group.require_dataset("fixation_ptr", (n + 1,), np.int64, exact=True)
 
@@ -76,8 +79,9 @@ class StoreWriter:
         return np.flatnonzero(~self.h5[split]["done"][:])
 
     def write_rows(self, split: str, rows: np.ndarray, images: np.ndarray, labels: np.ndarray,
-                   maps: np.ndarray | None = None) -> None:
-        """Write rows (sorted indices) of images (n, H, W, 3) uint8, labels (n,) and optional maps (n, H, W) uint8."""
+                   maps: np.ndarray | None = None, masks: np.ndarray | None = None) -> None:
+        """Write rows (sorted indices) of images (n, H, W, 3) uint8, labels (n,), optional maps (n, H, W) uint8 and
+        optional object masks (n, H, W) uint8 (1 = object)."""
         group = self.h5[split]
         for j, row in enumerate(rows):
             if self.storage == "raw":
@@ -86,6 +90,8 @@ class StoreWriter:
                 group["images_encoded"][row] = np.frombuffer(encode_png(images[j]), np.uint8)
             if maps is not None:
                 group["maps"][row] = maps[j]
+            if masks is not None:
+                group["masks"][row] = masks[j]
         group["labels"][rows] = labels
         group["done"][rows] = True
 

@@ -3,7 +3,7 @@
 The spurious-feature protocol of SER (Bellitto et al., NeurIPS 2024, section 5.3; method.md section 5): every
 *training* image of class c is brightened by 5(c+1) on the 0..255 scale (clipped; `ser_cli.data.synth.brighten`,
 the same function `ser data synth --set data.synth.spurious=true` uses), so brightness predicts the class in
-training but not at test time. The test split, maps and fixation points are copied unchanged. Provenance records
+training but not at test time. The test split, maps, fixation points and object masks are copied unchanged. Provenance records
 the transform and the source's fingerprint and provenance; the output is written through the atomic store writer.
 """
 
@@ -55,8 +55,8 @@ def _check(data: DataFile, out: Path) -> None:
 
 def _copy_split(group: h5py.Group, writer: StoreWriter, split: str, bar: Progress) -> None:
     n = int(group["labels"].shape[0])
-    with_maps, with_fixations = "maps" in group, "fixation_ptr" in group
-    writer.create_split(split, n, with_maps=with_maps, with_fixations=with_fixations)
+    with_maps, with_fixations, with_masks = "maps" in group, "fixation_ptr" in group, "masks" in group
+    writer.create_split(split, n, with_maps=with_maps, with_fixations=with_fixations, with_masks=with_masks)
     task = bar.add_task(f"spurious {split}", total=n, info="brightened" if split == "train" else "copied")
     for start in range(0, n, BLOCK):
         rows = np.arange(start, min(start + BLOCK, n))
@@ -65,7 +65,8 @@ def _copy_split(group: h5py.Group, writer: StoreWriter, split: str, bar: Progres
         if split == "train":
             images = np.stack([brighten(im, int(y)) for im, y in zip(images, labels, strict=True)])
         maps = group["maps"][start:rows[-1] + 1] if with_maps else None
-        writer.write_rows(split, rows, images, labels, maps)
+        masks = group["masks"][start:rows[-1] + 1] if with_masks else None
+        writer.write_rows(split, rows, images, labels, maps, masks)
         bar.advance(task, len(rows))
     if with_fixations:
         writer.write_fixations(split, group["fixations"][:], group["fixation_ptr"][:])

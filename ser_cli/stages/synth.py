@@ -1,7 +1,8 @@
 """Stage `synth`: write a SynthSal data file (`ser data synth --out data/synth.h5`).
 
-Images, labels, ground-truth maps and fixation points for the train and test splits, into the HDF5 store through
-the atomic writer. Provenance records the generator parameters; no wall-clock time is recorded unless
+Images, labels, ground-truth maps, fixation points and object masks (the class object's pixels, taken from the
+geometry the generator already drew: no extra random numbers, so images, maps, fixations and the fingerprint are
+the same as without them) for the train and test splits, into the HDF5 store through the atomic writer. Provenance records the generator parameters; no wall-clock time is recorded unless
 SOURCE_DATE_EPOCH is set, so that the same parameters and seed give a byte-identical file.
 """
 
@@ -40,14 +41,15 @@ def run(cfg: SynthConfig, out: Path) -> Path:
 
 def _write_split(writer: StoreWriter, gen: SynthSal, split: str, bar) -> None:
     labels = split_labels(gen.cfg, split)
-    writer.create_split(split, len(labels), with_maps=True, with_fixations=True)
+    writer.create_split(split, len(labels), with_maps=True, with_fixations=True, with_masks=True)
     task = bar.add_task(f"synth {split}", total=len(labels), info="")
     all_points, counts = [], []
     for start in range(0, len(labels), BLOCK):
         rows = np.arange(start, min(start + BLOCK, len(labels)))
         samples = [gen.draw(split, int(r), int(labels[r])) for r in rows]
         images, maps = np.stack([s.image for s in samples]), np.stack([s.saliency for s in samples])
-        writer.write_rows(split, rows, images, labels[rows], maps)
+        masks = np.stack([s.target.mask for s in samples]).astype(np.uint8)  # (n, H, W), 1 = the class object
+        writer.write_rows(split, rows, images, labels[rows], maps, masks)
         for r, s in zip(rows, samples, strict=True):
             all_points.append(np.column_stack([np.full(len(s.fixations), r, np.int32), s.fixations]))
             counts.append(len(s.fixations))
