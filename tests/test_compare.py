@@ -211,3 +211,18 @@ def test_report_has_the_pairs_section(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["pairs"][0]["diffs"]["class_il_final_avg_acc"]["diffs"] == [3.0, 3.0]
     assert "+3.00" in result.stdout
+
+
+def test_pairs_table_keeps_the_spurious_tag(tmp_path: Path) -> None:
+    folders = [_with_settings(_write_eval(tmp_path / f"{k}{s}", A if k == "p" else B, "derpp", k == "s", s, data,
+                                          data == SPUR, v + s, [v + s], [50, 30, 10]))
+               for k, v in (("p", 40.0), ("s", 43.0)) for s in range(2) for data in (CLEAN, SPUR)
+               if not (tmp_path / f"{k}{s}").exists()]
+    folders += [_with_settings(_write_eval(tmp_path / f"{k}{s}x", A if k == "p" else B, "derpp", k == "s", s, SPUR,
+                                           True, v + s - 10, [v + s - 10], [50, 30, 10]))
+                for k, v in (("p", 40.0), ("s", 43.0)) for s in range(2)]
+    result = runner.invoke(app, ["compare", *map(str, folders), "--out", str(tmp_path / "r"), "--pairs"],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    pair_lines = [line for line in result.stdout.splitlines() if "derpp+ser" in line and "paired" not in line]
+    assert any("derpp+ser [spurious]" in line and "derpp [spurious]" in line for line in pair_lines), result.stdout

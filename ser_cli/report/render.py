@@ -114,7 +114,7 @@ def pairs_table(pairs: list[Pair]) -> Table:
     for name in ("SER", "plain", *PAIR_COLUMNS.values(), "pairing"):
         table.add_column(name, justify="left" if name in ("SER", "plain", "pairing") else "right")
     for row in pair_rows(pairs):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # Text: "[spurious]" is a label, not Rich markup
     return table
 
 
