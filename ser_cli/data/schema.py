@@ -13,8 +13,9 @@ A *data file* (`kind = "ser-dataset"`) holds one group per split (`train`, `test
 
 File attributes: `schema_version`, `kind`, `height`, `width`, `storage`, `class_names` (JSON list), `provenance`
 (JSON: generator parameters or source path, package version, creation time), `fingerprint` (sha256 of labels
-and pixels, set when complete: maps, masks and fixations are not part of it), `complete`. A *maps file* (`kind = "ser-maps"`, written by `ser precompute`) has
-the same groups with only `maps`, plus `data_fingerprint` and `model_sha256`.
+and pixels, set when complete: maps, masks and fixations are not part of it), `complete`. A *maps file*
+(`kind = "ser-maps"`, written by `ser precompute`) has the same groups with only `maps`, plus `data_fingerprint` and
+`model_sha256`.
 """
 
 from __future__ import annotations

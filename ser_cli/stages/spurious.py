@@ -3,8 +3,9 @@
 The spurious-feature protocol of SER (Bellitto et al., NeurIPS 2024, section 5.3; method.md section 5): every
 *training* image of class c is brightened by 5(c+1) on the 0..255 scale (clipped; `ser_cli.data.synth.brighten`,
 the same function `ser data synth --set data.synth.spurious=true` uses), so brightness predicts the class in
-training but not at test time. The test split, maps, fixation points and object masks are copied unchanged. Provenance records
-the transform and the source's fingerprint and provenance; the output is written through the atomic store writer.
+training but not at test time. The test split, maps, fixation points and object masks are copied unchanged.
+Provenance records the transform and the source's fingerprint and provenance; the output is written through the
+atomic store writer.
 """
 
 from __future__ import annotations

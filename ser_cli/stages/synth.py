@@ -2,8 +2,9 @@
 
 Images, labels, ground-truth maps, fixation points and object masks (the class object's pixels, taken from the
 geometry the generator already drew: no extra random numbers, so images, maps, fixations and the fingerprint are
-the same as without them) for the train and test splits, into the HDF5 store through the atomic writer. Provenance records the generator parameters; no wall-clock time is recorded unless
-SOURCE_DATE_EPOCH is set, so that the same parameters and seed give a byte-identical file.
+the same as without them) for the train and test splits, into the HDF5 store through the atomic writer.
+Provenance records the generator parameters; no wall-clock time is recorded unless SOURCE_DATE_EPOCH is set, so
+that the same parameters and seed give a byte-identical file.
 """
 
 from __future__ import annotations
