@@ -37,20 +37,26 @@ def synth(
 @app.command("info", cls=PlainHelpCommand)
 @error_boundary
 def info(
-    file: Annotated[Path, typer.Argument(help="A data file written by ser.")],
+    file: Annotated[Path, typer.Argument(help="A data file or a maps file written by ser.")],
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Show a data file's splits, shapes, classes and provenance."""
-    from ser_cli.data.store import DataFile
+    """Show a data file's splits, shapes, classes and provenance (a maps file's method, sizes and origin)."""
+    from ser_cli.cli.render import print_data_info, print_maps_info
+    from ser_cli.data.schema import MAPS_KIND, file_kind
 
-    details = DataFile(file).info()
+    if file_kind(file) == MAPS_KIND:
+        from ser_cli.data.maps import MapsFile
+
+        details, show = MapsFile(file).info(), print_maps_info
+    else:
+        from ser_cli.data.store import DataFile
+
+        details, show = DataFile(file).info(), print_data_info
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return
-    from ser_cli.cli.render import print_data_info
-
-    print_data_info(details)
+    show(details)
 
 
 @app.command("import", cls=PlainHelpCommand)

@@ -23,6 +23,11 @@ def precompute(
         bool, typer.Option("--from-dataset", metavar="",
                            help="Copy the data file's own maps instead of predicting (no model).")
     ] = False,
+    method: Annotated[
+        str | None, typer.Option("--method", metavar="NAME",
+                                 help="model (default: predict with --model), or a classical baseline that needs no "
+                                 "fixation data: spectral-residual (Hou & Zhang 2007) or center-bias (Gaussian prior).")
+    ] = None,
     metrics: Annotated[
         Path | None, typer.Option("--metrics", help="Metrics JSON to write (default: OUT with .metrics.json).")
     ] = None,
@@ -34,17 +39,23 @@ def precompute(
 ) -> None:
     """Write a maps file aligned row by row with --data (parameters under precompute).
 
+    Maps from a predictor (--model), the data file itself (--from-dataset) or a classical method (--method).
+
     Resumable (rerun the same command after an interruption) and shardable:
     torchrun --nproc_per_node=K -m ser_cli precompute ... splits the batches over K processes.
     """
     from ser_cli.runtime.errors import UserError
 
-    if (model is None) == (not from_dataset):
-        raise UserError("give exactly one of --model FILE (predict maps) and --from-dataset (copy the data's maps)")
+    if from_dataset and (model is not None or method is not None):
+        raise UserError("--from-dataset copies the data's maps: give it without --model and --method")
+    if not from_dataset and model is None and method in (None, "model"):
+        raise UserError("give --model FILE (predict maps), --from-dataset (copy the data's maps) or --method "
+                        "spectral-residual|center-bias (classical maps)")
     from ser_cli.stages import precompute as stage
 
     cfg = build_params(params, set_).precompute
-    result = stage.run(cfg, data, out, model=model, device=device, metrics_path=metrics)
+    method = "from-dataset" if from_dataset else method
+    result = stage.run(cfg, data, out, model=model, device=device, metrics_path=metrics, method=method)
     if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
         return
     if as_json:

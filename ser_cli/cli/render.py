@@ -29,3 +29,18 @@ def print_data_info(d: dict[str, Any]) -> None:
     stdout_console.print("provenance: " + ", ".join(f"{k}={v}" for k, v in prov.items() if k != "params"))
     if "params" in prov:
         stdout_console.print("generator params: " + ", ".join(f"{k}={v}" for k, v in prov["params"].items()))
+
+
+def print_maps_info(d: dict[str, Any]) -> None:
+    """The `ser data info` view of a maps file (`ser precompute`)."""
+    h, w = d["map_shape"]
+    sizes = ", ".join(f"{n} {split}" for split, n in d["sizes"].items())
+    lines = [f"[bold]{d['path']}[/]  maps file, schema v{d['schema_version']}  maps {h}x{w} uint8 ({sizes}), "
+             f"{d['compression']}"]
+    settings = ", ".join(f"{k}={v}" for k, v in d["method_settings"].items())
+    lines.append(f"method: {d['method']}" + (f" ({settings})" if settings else ""))
+    if d["model_sha256"] and d["method"] == "model":
+        lines.append(f"model sha256: {d['model_sha256']}")
+    lines.append(f"made for data fingerprint: {d['data_fingerprint']}")
+    for line in lines:
+        stdout_console.print(line, soft_wrap=True)  # hashes stay on one line, whatever the terminal's width

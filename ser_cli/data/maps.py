@@ -4,9 +4,12 @@ Layout (see also `ser_cli.data.schema`): groups `train` and `test`, each with `m
 map (`chunks=(1, H, W)`, so a random read touches one chunk; tooling-notes 3.1), filtered by `none`, `gzip` or `lzf`.
 Each map is normalised on its own: 255 is the image's maximum (the saliency *distribution* is what the replay
 target needs, and readers renormalise to sum 1). File attributes: `schema_version`, `kind`, `data_fingerprint` (the
-content fingerprint of the data file the rows belong to), `model_sha256` (sha256 of the predictor checkpoint, or
-`"from-dataset"` when the maps were copied from the data file), `height`, `width`, `compression`,
-`compression_level`, `ser_version`, `complete`.
+content fingerprint of the data file the rows belong to), `method` (what made the maps: `model`, `from-dataset`, or a
+classical method of `ser_cli.saliency.classical` such as `spectral-residual` or `center-bias`), `model_sha256` (sha256
+of the predictor checkpoint, or `"from-dataset"` when the maps were copied from the data file; absent for a classical
+method, which records its fixed parameters as JSON in `method_settings` instead), `height`, `width`, `compression`,
+`compression_level`, `ser_version`, `complete`. Files written before `method` existed are read as `model` (or
+`from-dataset`, from their `model_sha256`).
 
 Writing is resumable, shardable and deterministic. Each process fills a *work file* (`MAPS.h5.partial`, or
 `MAPS.h5.rank{r}of{K}.partial` under torchrun) holding the same `maps` datasets plus a `done` mask, committing one
@@ -19,6 +22,7 @@ not on interruptions or on how many processes computed them, and the final name 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from ser_cli.runtime.errors import RunFailure, UserError
 
 WORK_KIND = "ser-maps-work"
 FROM_DATASET = "from-dataset"
+MODEL = "model"
 COMPRESSIONS = ("none", "gzip", "lzf")
 
 
@@ -125,7 +130,11 @@ class MapsFile:
             a, p = h5.attrs, self.path
             self.schema_version = read_attr(p, a, "schema_version", int)
             self.data_fingerprint = str(a.get("data_fingerprint", ""))
-            self.model_sha256 = str(a.get("model_sha256", ""))
+            self.model_sha256: str | None = str(a["model_sha256"]) if "model_sha256" in a else None
+            self.method = str(a.get("method", FROM_DATASET if self.model_sha256 == FROM_DATASET else MODEL))
+            self.method_settings = read_attr(p, a, "method_settings", json.loads, default={})
+            self.compression_level = int(a.get("compression_level", 0))
+            self.ser_version = str(a.get("ser_version", ""))
             self.height, self.width = read_attr(p, a, "height", int), read_attr(p, a, "width", int)
             self.compression = str(a.get("compression", "none"))
             self.sizes = {s: int(h5[s]["maps"].shape[0]) for s in SPLITS}
@@ -137,12 +146,36 @@ class MapsFile:
     @property
     def from_dataset(self) -> bool:
         """True when the maps were copied from the data file rather than predicted."""
-        return self.model_sha256 == FROM_DATASET
+        return self.method == FROM_DATASET
+
+    @property
+    def source(self) -> str:
+        """What made the maps, in one string: the model's sha256, `from-dataset`, or the classical method's name."""
+        return self.model_sha256 if self.model_sha256 is not None else self.method
 
     def identity(self) -> str:
-        """Which maps these are: the data file they were made for and the model (or dataset) that made them."""
-        return f"{self.data_fingerprint}:{self.model_sha256}"
+        """Which maps these are: the data file they were made for and the model (or dataset, or method) that made them.
 
+        Unchanged for the files written before `method` existed: `FINGERPRINT:MODEL_SHA256`.
+        """
+        return f"{self.data_fingerprint}:{self.source}"
+
+    def info(self) -> dict[str, Any]:
+        """What `ser data info` shows of a maps file, as plain JSON-able values."""
+        return {
+            "path": str(self.path),
+            "kind": MAPS_KIND,
+            "schema_version": self.schema_version,
+            "map_shape": [self.height, self.width],
+            "sizes": dict(self.sizes),
+            "method": self.method,
+            "method_settings": self.method_settings,
+            "model_sha256": self.model_sha256,
+            "data_fingerprint": self.data_fingerprint,
+            "compression": self.compression,
+            "compression_level": self.compression_level,
+            "ser_version": self.ser_version,
+        }
 
     def check_matches(self, data_file: DataFile) -> None:
         """Raise a one-line UserError unless these maps were made for `data_file` (content and sizes)."""
@@ -250,12 +283,13 @@ def _same(stored: Any, wanted: str | int) -> bool:
 
 
 def assemble_maps_file(
-    out: Path, layout: MapsLayout, plan: ShardPlan, work_files: list[Path], attrs: dict[str, str | int]
+    out: Path, layout: MapsLayout, plan: ShardPlan, work_files: list[Path], attrs: dict[str, str | int | None]
 ) -> Path:
     """Write the final maps file from complete work files (work_files[r] of rank r), then rename it to `out`.
 
     Chunks are copied compressed, in row order, into a fresh file, so the result is the same bytes however the
-    work was split or interrupted. `attrs` are the provenance attributes (`data_fingerprint`, `model_sha256`).
+    work was split or interrupted. `attrs` are the provenance attributes (`data_fingerprint`, `method`,
+    `model_sha256` or `method_settings`); a None value is not written.
     """
     tmp = Path(f"{out}.assemble.partial")
     sources = [h5py.File(p, "r") for p in work_files]
@@ -281,7 +315,7 @@ def _copy_chunks(groups: list[h5py.Group], target: h5py.Dataset, owners: np.ndar
         target.id.write_direct_chunk((row, 0, 0), chunk, mask)
 
 
-def _write_attrs(h5: h5py.File, layout: MapsLayout, attrs: dict[str, str | int]) -> None:
+def _write_attrs(h5: h5py.File, layout: MapsLayout, attrs: dict[str, str | int | None]) -> None:
     base = {
         "schema_version": SCHEMA_VERSION,
         "kind": MAPS_KIND,
@@ -292,5 +326,6 @@ def _write_attrs(h5: h5py.File, layout: MapsLayout, attrs: dict[str, str | int])
         "ser_version": __version__,
     }
     for key, value in {**base, **attrs}.items():
-        h5.attrs[key] = value
+        if value is not None:
+            h5.attrs[key] = value
     h5.attrs["complete"] = True

@@ -14,8 +14,8 @@ A *data file* (`kind = "ser-dataset"`) holds one group per split (`train`, `test
 File attributes: `schema_version`, `kind`, `height`, `width`, `storage`, `class_names` (JSON list), `provenance`
 (JSON: generator parameters or source path, package version, creation time), `fingerprint` (sha256 of labels
 and pixels, set when complete: maps, masks and fixations are not part of it), `complete`. A *maps file*
-(`kind = "ser-maps"`, written by `ser precompute`) has the same groups with only `maps`, plus `data_fingerprint` and
-`model_sha256`.
+(`kind = "ser-maps"`, written by `ser precompute`) has the same groups with only `maps`, plus `data_fingerprint`,
+`method` and `model_sha256` (see `ser_cli.data.maps`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,16 @@ def open_checked(path: Path, kind: str) -> h5py.File:
         h5.close()
         raise UserError(f"{path}: damaged HDF5 metadata ({_first_line(err)}); rewrite or re-download it") from None
     return h5
+
+
+def file_kind(path: Path) -> str | None:
+    """The `kind` attribute of an HDF5 file (`ser-dataset`, `ser-maps`), or None: not HDF5, unreadable, or no kind."""
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            kind = h5.attrs.get("kind")
+    except (OSError, ValueError):
+        return None
+    return kind.decode() if isinstance(kind, bytes) else None if kind is None else str(kind)
 
 
 def _first_line(err: BaseException) -> str:

@@ -4,7 +4,9 @@ SER (Bellitto et al., NeurIPS 2024; method.md section 2) trains the classifier a
 offline, by the pretrained predictor. This stage runs that predictor (`ser pretrain-saliency`'s `model.pt`) in eval
 mode over the train and test images, batched, with bf16 autocast on CUDA and DataLoader workers reading the HDF5
 lazily, and writes a maps file (`ser_cli.data.maps`) aligned row by row with the data file. `--from-dataset` copies
-the data file's own maps (SynthSal's ground truth, imported annotations) into the same format instead.
+the data file's own maps (SynthSal's ground truth, imported annotations) into the same format instead, and
+`--method spectral-residual` or `--method center-bias` computes classical maps from the pixels alone
+(`ser_cli.saliency.classical`), labelled baselines for data without fixations. The file records which (`method`).
 
 Run it on CPU or one GPU with `ser precompute --model runs/sal/model.pt --data data/synth.h5 --out data/maps.h5`, or
 on K processes with `torchrun --nproc_per_node=K -m ser_cli precompute ...`: each rank fills its own work file with
@@ -15,6 +17,7 @@ runs resume from the last committed batch. The result is the same bytes in all c
 from __future__ import annotations
 
 import glob
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from ser_cli.config import PrecomputeConfig
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.maps import (
     FROM_DATASET,
+    MODEL,
     MapsFile,
     MapsLayout,
     MapsWorkFile,
@@ -47,6 +51,7 @@ from ser_cli.runtime.device import autocast, resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.saliency.classical import CLASSICAL
 
 METRIC_BLOCK = 64
 
@@ -69,6 +74,7 @@ class ModelSource:
 
         self.net, _ = load_saliency_checkpoint(model, device)
         self.identity = file_sha256(model)
+        self.attrs = {"method": MODEL, "model_sha256": self.identity}
         self.device, self.precision = device, precision
         self.normalize = Normalizer(device)
         if device.type == "cuda":
@@ -88,6 +94,7 @@ class DatasetSource:
     """The data file's own maps (as `SplitDataset` reads them, sum 1), requantised to the maps-file format."""
 
     identity = FROM_DATASET
+    attrs = {"method": FROM_DATASET, "model_sha256": FROM_DATASET}
 
     def __init__(self, data: DataFile) -> None:
         if not data.has_maps:
@@ -98,6 +105,23 @@ class DatasetSource:
         return quantize_maps(maps)
 
 
+class ClassicalSource:
+    """Maps computed from the pixels alone by a classical method, on the CPU whatever the device (same bytes)."""
+
+    def __init__(self, name: str) -> None:
+        self.method = CLASSICAL.lookup(name)
+        self.identity = name
+        self.attrs = {"method": name, "method_settings": json.dumps(self.method.settings, sort_keys=True)}
+
+    def __call__(self, images: Tensor, maps: Tensor) -> Tensor:
+        """uint8 images (B, 3, H, W) -> uint8 maps (B, H, W) with max 255; `maps` (the data's own) is not used."""
+        return quantize_maps(self.method(images.cpu()))
+
+
+Source = ModelSource | DatasetSource | ClassicalSource
+METHODS = (MODEL, FROM_DATASET, *CLASSICAL.names())
+
+
 def run(
     cfg: PrecomputeConfig,
     data: Path,
@@ -105,14 +129,22 @@ def run(
     model: Path | None = None,
     device: str = "auto",
     metrics_path: Path | None = None,
+    method: str | None = None,
 ) -> PrecomputeResult | None:
-    """Write the maps file `out` for `data`; `model=None` copies the data's own maps. Returns None on ranks > 0."""
+    """Write the maps file `out` for `data`. Returns None on ranks > 0.
+
+    Args:
+        model: The predictor's checkpoint, for `method="model"`.
+        method: One of `METHODS`; None means `model` when `model` is given, else `from-dataset`.
+    """
     check_disjoint({"--out": out, "--metrics": metrics_path}, {"--data": data, "--model": model})
+    method = method or (MODEL if model is not None else FROM_DATASET)
+    _check_method(method, model)
     data_file = DataFile(data)
     _check_out(Path(out), data_file)
     info = distributed.detect()
     dev = distributed.rank_device(resolve_device(device), info)
-    source = DatasetSource(data_file) if model is None else ModelSource(Path(model), dev, cfg.precision)
+    source = _source(method, data_file, model, dev, cfg.precision)
     layout = MapsLayout.for_data(data_file, cfg.compression, cfg.compression_level)
     plan = ShardPlan(layout.sizes, cfg.batch_size, info.world_size)
     distributed.init(dev)
@@ -120,6 +152,20 @@ def run(
         return _run_ranks(cfg, data_file, Path(out), source, layout, plan, info, dev, metrics_path)
     finally:
         distributed.shutdown()
+
+
+def _check_method(method: str, model: Path | None) -> None:
+    if method not in METHODS:
+        raise UserError(f"--method: unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if (method == MODEL) != (model is not None):
+        raise UserError("--method model needs --model FILE" if model is None
+                        else f"--method {method}: takes no --model (it does not use a predictor)")
+
+
+def _source(method: str, data: DataFile, model: Path | None, dev: torch.device, precision: str) -> Source:
+    if method == MODEL:
+        return ModelSource(Path(model), dev, precision)
+    return DatasetSource(data) if method == FROM_DATASET else ClassicalSource(method)
 
 
 def _check_out(out: Path, data: DataFile) -> None:
@@ -131,7 +177,7 @@ def _run_ranks(
     cfg: PrecomputeConfig,
     data: DataFile,
     out: Path,
-    source: ModelSource | DatasetSource,
+    source: Source,
     layout: MapsLayout,
     plan: ShardPlan,
     info: distributed.DistInfo,
@@ -161,9 +207,7 @@ def _run_ranks(
     if not info.is_main:
         return None
     shards = [work_path(out, r, info.world_size) for r in range(info.world_size)]
-    assemble_maps_file(
-        out, layout, plan, shards, {"data_fingerprint": data.fingerprint, "model_sha256": source.identity}
-    )
+    assemble_maps_file(out, layout, plan, shards, {"data_fingerprint": data.fingerprint, **source.attrs})
     for stale in {*shards, *_work_files(out)}:  # also those of an interrupted run with another process count
         stale.unlink(missing_ok=True)
     return _write_metrics(out, data, metrics_path, computed, seconds)
@@ -178,7 +222,7 @@ def _compute_share(
     cfg: PrecomputeConfig,
     data_path: Path,
     work: MapsWorkFile,
-    source: ModelSource | DatasetSource,
+    source: Source,
     plan: ShardPlan,
     info: distributed.DistInfo,
     dev: torch.device,
@@ -205,7 +249,7 @@ def _task_name(split: str, info: distributed.DistInfo) -> str:
 
 
 def _predict(
-    source: ModelSource | DatasetSource,
+    source: Source,
     data_path: Path,
     split: str,
     batches: list[tuple[int, int]],
