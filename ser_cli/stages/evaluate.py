@@ -146,7 +146,7 @@ def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, m
         "seed": model.settings.seed,
         "accuracy": {k: np.asarray(v, dtype=float).tolist() for k, v in model.accuracy.items()},
         "data": data.fingerprint,
-        "maps": [str(maps.path.resolve()), maps.model_sha256] if maps else None,
+        "maps": [str(maps.path.resolve()), maps.source] if maps else None,
     })
 
 
@@ -230,6 +230,7 @@ def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope
         "data": {"path": str(data.path), "fingerprint": data.fingerprint,
                  "test_fingerprint": data.split_fingerprint("test"), "spurious": data.spurious},
         "maps": str(maps_path) if maps_path else None,
+        "maps_method": MapsFile(maps_path).method if maps_path else None,
         "saliency_target": "maps file" if maps_path else ("data file maps" if data.has_maps else None),
         "tasks_evaluated": scope.n_tasks,
         "class_il_logits": cfg.class_il_logits,

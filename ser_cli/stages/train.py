@@ -92,6 +92,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                                   "resume") from None
     provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint, "maps": str(maps) if maps else None,
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
+                  "maps_method": maps_file.method if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
