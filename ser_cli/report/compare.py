@@ -1,11 +1,13 @@
 """Evaluation folders (`ser evaluate --out EVAL`) loaded and grouped by configuration, with mean and std per group.
 
-Runs are grouped by (config hash, data fingerprint): the config hash (written by `ser train`, copied by
+Runs are grouped by (config hash, data fingerprint, maps method): the config hash (written by `ser train`, copied by
 `ser evaluate` into `EVAL/run.json`) is the sha256 of the resolved `train` section without its seed, so the seeds of
-one configuration on one dataset fall into one group. Each metric is summarised by its mean and its sample standard
-deviation (ddof = 1, as papers report "mean +- std over seeds"; 0 for a single run) over the runs that report it.
-The spurious-feature drop (Bellitto et al., NeurIPS 2024, section 5.3) pairs a group trained on a spurious dataset
-with the group of the same configuration trained on the clean dataset with the *same test split* (equal test
+one configuration on one dataset fall into one group; the maps method (`run.json`'s `maps_method`: `model`, or a
+classical baseline of `ser precompute --method`) keeps SER against a predictor's maps apart from SER against classical
+ones (evaluations made before it was recorded count as `model`). Each metric is summarised by its mean and its sample
+standard deviation (ddof = 1, as papers report "mean +- std over seeds"; 0 for a single run) over the runs that
+report it. The spurious-feature drop (Bellitto et al., NeurIPS 2024, section 5.3) pairs a group trained on a spurious
+dataset with the group of the same configuration trained on the clean dataset with the *same test split* (equal test
 fingerprints: the protocol leaves test images untouched), and reports clean mean minus spurious mean.
 """
 
@@ -45,8 +47,13 @@ class EvalRecord:
     robustness: dict[str, dict[float, float]]
 
     @property
-    def group_key(self) -> tuple[str, str]:
-        return str(self.info["config_hash"]), str(self.info["data"]["fingerprint"])
+    def group_key(self) -> tuple[str, str, str]:
+        return str(self.info["config_hash"]), str(self.info["data"]["fingerprint"]), maps_method(self.info)
+
+
+def maps_method(info: dict[str, Any]) -> str:
+    """What made the maps an evaluation used (`run.json`'s `maps_method`); `model` when not recorded."""
+    return str(info.get("maps_method") or "model")
 
 
 def load_eval(path: Path) -> EvalRecord:
@@ -167,7 +174,7 @@ def _disambiguate(groups: list[Group]) -> None:
     for same in by_label.values():
         if len(same) < 2:
             continue
-        settings = [g.info.get("settings", {}) for g in same]
+        settings = [{**g.info.get("settings", {}), "maps": maps_method(g.info)} for g in same]
         differ = [k for k in dict.fromkeys(k for s in settings for k in s)
                   if k not in ("seed", "checkpoint_every", "diagnostics_every")
                   and len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
@@ -219,6 +226,7 @@ def _group_summary(g: Group) -> dict[str, Any]:
         "method": info.get("method"),
         "ser": info.get("ser"),
         "data_fingerprint": info["data"]["fingerprint"],
+        "maps_method": maps_method(info),
         "spurious": g.spurious,
         "n_runs": len(g.records),
         "seeds": [r.info.get("seed") for r in g.records],

@@ -1,12 +1,13 @@
 """Paired SER - plain differences over seeds, with 95 % t-intervals: "SER helps" as a number with an interval.
 
 A SER group is paired with the plain group of the same method whose train settings are equal except for what only
-SER has (`ser`, the modulation, the saliency branch's settings) on the same data file. When no plain group has the
-same `classifier_init`, the one that differs only in it is taken (the authors' protocol starts plain classifiers
-from the saliency encoder and SER ones from random weights), and the pair says so. Runs are matched by seed (same
-seed = same data order, same buffer draws and the same initial weights where both start alike), the differences
-d_s = SER_s - plain_s are averaged, and the interval is mean(d) +- t(0.975, n-1) * sd(d) / sqrt(n) (Student's t,
-two-sided 95 %; none for n < 2). An interval that excludes 0 is a difference the seeds support.
+SER has (`ser`, the modulation, the saliency branch's settings) on the same data file, preferring plain groups
+evaluated against maps of the same method (SER against classical maps still pairs with the pipeline's plain runs).
+When no plain group has the same `classifier_init`, the one that differs only in it is taken (the authors' protocol
+starts plain classifiers from the saliency encoder and SER ones from random weights), and the pair says so. Runs are
+matched by seed (same seed = same data order, same buffer draws and the same initial weights where both start
+alike), the differences d_s = SER_s - plain_s are averaged, and the interval is mean(d) +- t(0.975, n-1) * sd(d) /
+sqrt(n) (Student's t, two-sided 95 %; none for n < 2). An interval that excludes 0 is a difference the seeds support.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ser_cli.report.compare import Group
+from ser_cli.report.compare import Group, maps_method
 
 SER_ONLY = ("ser", "mnp", "mnp_blocks", "saliency_frozen", "sal_lr", "stream_taps")
 IGNORED = ("seed", "checkpoint_every", "diagnostics_every")
@@ -79,6 +80,8 @@ def pair_groups(groups: list[Group], metrics: tuple[str, ...] = PAIRED_METRICS) 
 
 def _partner(ser: Group, plain: list[Group]) -> tuple[Group | None, str]:
     same_data = [p for p in plain if p.info["data"]["fingerprint"] == ser.info["data"]["fingerprint"]]
+    same_maps = [p for p in same_data if maps_method(p.info) == maps_method(ser.info)]
+    same_data = same_maps or same_data
     exact = [p for p in same_data if _core(p) == _core(ser)]
     if exact:
         return exact[0], "same classifier_init"

@@ -4,7 +4,9 @@ Rows are groups (a configuration on a dataset), columns the headline metrics as 
 seeds (a single run shows its value alone). The headline is: class-IL and task-IL final average accuracy, class-IL
 forgetting, clean accuracy, PGD and FGSM accuracy at a reference budget (2/255 when evaluated, else the smallest),
 the saliency branch's CC, test throughput, and, for spurious-dataset groups, the drop in class-IL accuracy from the
-clean dataset. `report.md` adds every metric, transposed (one row per metric), so nothing is hidden.
+clean dataset. A `maps` column after the run count names what made the saliency maps, shown when some group's were
+not made by a predictor (a classical baseline of `ser precompute --method`, or the data's own). `report.md` adds
+every metric, transposed (one row per metric), so nothing is hidden.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rich.text import Text
 
 from ser_cli.metrics.robustness import ATTACKS
 from ser_cli.plots.continual import RunCurves
-from ser_cli.report.compare import Group, Stat
+from ser_cli.report.compare import Group, Stat, maps_method
 from ser_cli.report.pairs import Pair, format_diff
 
 FIXED_COLUMNS = {
@@ -29,6 +31,7 @@ FIXED_COLUMNS = {
 }
 TAIL_COLUMNS = {"saliency_cc": "saliency CC", "test_images_per_second": "test img/s"}
 DROP_COLUMN = "spurious drop"
+MAPS_COLUMN = "maps"
 REFERENCE_EPS = "2"
 
 
@@ -60,25 +63,32 @@ def format_stat(stat: Stat | None, key: str) -> str:
     return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
 
 
+def shows_maps(groups: list[Group]) -> bool:
+    """The `maps` column is shown when some group's maps were not made by a predictor."""
+    return any(maps_method(g.info) != "model" for g in groups)
+
+
 def table_rows(groups: list[Group], columns: dict[str, str]) -> list[list[str]]:
-    """Cells of the headline table: group, runs, one per column, and the spurious drop."""
+    """Cells of the headline table: group, runs, maps method (see `shows_maps`), one per column, spurious drop."""
     rows = []
+    maps = shows_maps(groups)
     for g in groups:
         drop = g.spurious_drop.get("class_il_final_avg_acc")
         drop_cell = "-" if drop is None or not math.isfinite(drop) else f"{drop:+.2f}"
-        rows.append([g.label, str(len(g.records)), *(format_stat(g.stats.get(k), k) for k in columns), drop_cell])
+        rows.append([g.label, str(len(g.records)), *([maps_method(g.info)] if maps else []),
+                     *(format_stat(g.stats.get(k), k) for k in columns), drop_cell])
     return rows
 
 
-def header(columns: dict[str, str]) -> list[str]:
-    return ["run", "n", *columns.values(), DROP_COLUMN]
+def header(columns: dict[str, str], maps: bool = False) -> list[str]:
+    return ["run", "n", *([MAPS_COLUMN] if maps else []), *columns.values(), DROP_COLUMN]
 
 
 def rich_table(groups: list[Group], columns: dict[str, str]) -> Table:
     """The headline as a Rich table (for stdout)."""
     table = Table(title="ser compare (mean ± std over seeds; spurious drop = clean - spurious class-IL acc)")
-    for i, name in enumerate(header(columns)):
-        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+    for i, name in enumerate(header(columns, shows_maps(groups))):
+        table.add_column(name, justify="left" if i == 0 or name == MAPS_COLUMN else "right", overflow="fold")
     for row in table_rows(groups, columns):
         table.add_row(*(Text(cell) for cell in row))  # Text: "[spurious]" is a label, not Rich markup
     return table
@@ -135,12 +145,13 @@ def report_markdown(groups: list[Group], columns: dict[str, str], images: list[P
              "Mean ± sample standard deviation over the runs of a group (one configuration on one dataset). "
              "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
              "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",
-             markdown_table(header(columns), table_rows(groups, columns)), "", *pairs_markdown(pairs or []),
+             markdown_table(header(columns, shows_maps(groups)), table_rows(groups, columns)), "",
+             *pairs_markdown(pairs or []),
              "## Runs", ""]
     for g in groups:
         seeds = ", ".join(str(r.info.get("seed")) for r in g.records)
         parts.append(f"- **{g.label}**: config `{g.info['config_hash'][:12]}`, data "
-                     f"`{g.info['data']['fingerprint'][:12]}`, seeds {seeds}; "
+                     f"`{g.info['data']['fingerprint'][:12]}`, maps {maps_method(g.info)}, seeds {seeds}; "
                      + ", ".join(f"`{r.path}`" for r in g.records)
                      + (f"; clean partner: {g.clean_partner}" if g.clean_partner else ""))
     parts += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})\n" for p in images]
