@@ -59,6 +59,10 @@ class StandInRun:
             nets["modulation"] = build_modulation("multiply", nets["classifier"].tap_channels, [1, 1, 1, 1, 1])
         return cls(settings, info.class_names, info.fingerprint, accuracy, nets=nets)
 
+    @property
+    def classifier(self) -> torch.nn.Module:
+        return self.nets["classifier"]
+
     def logits(self, x01: torch.Tensor) -> torch.Tensor:
         x = (x01 - MEAN) / STD
         if "saliency" not in self.nets:
@@ -310,6 +314,9 @@ def test_end_to_end_through_ser_train(tiny_synth: Path, maps_file: Path, tmp_pat
         assert eval_m["class_il_final_avg_acc"] == pytest.approx(train_m["class_il_final_avg_acc"])
         assert eval_m["test_class_il_avg_acc"] == pytest.approx(train_m["class_il_final_avg_acc"])
         assert eval_m["test_task_il_avg_acc"] == pytest.approx(train_m["task_il_final_avg_acc"])
+        # Grad-CAM through the real run's logits (LoadedRun.classifier): SynthSal has masks and maps
+        assert 0 <= eval_m["attention_on_object"] <= 1 and -1 <= eval_m["attention_saliency_cc"] <= 1
+        assert Path(f"eval_{name}/gradcam.png").is_file()
         assert (json.loads(Path(f"eval_{name}/run.json").read_text())["config_hash"]
                 == json.loads(Path(f"run_{name}/run.json").read_text())["config_hash"])
     assert json.loads(Path("eval_ser/metrics.json").read_text())["saliency_cc"] == pytest.approx(

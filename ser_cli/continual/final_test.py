@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ser_cli.continual.settings import TrainSettings
@@ -34,6 +34,7 @@ class EvaluableRun(Protocol):
     data_fingerprint: str
     accuracy: dict[str, Any]
     config_hash: str
+    classifier: nn.Module  # the classification `Backbone` that `logits` runs once per call (Grad-CAM hooks it)
 
     def logits(self, x01: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, n_classes), eval mode, differentiable end to end."""

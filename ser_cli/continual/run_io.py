@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ser_cli.continual.learner import Learner, restore_learner
 from ser_cli.continual.settings import TrainSettings
@@ -64,6 +64,11 @@ class LoadedRun:
     @property
     def config_hash(self) -> str:
         return str(self.info.get("config_hash") or config_hash(self.settings))
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification backbone `logits` runs (with SER, modulated by the saliency branch's taps)."""
+        return self.learner.classifier
 
     def logits(self, x01: Tensor) -> Tensor:
         """(B, 3, H, W) images in [0, 1] -> (B, n_classes); differentiable end to end through both branches."""

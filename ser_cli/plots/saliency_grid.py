@@ -35,8 +35,8 @@ def plot_saliency_grid(path: Path, images: np.ndarray, targets: np.ndarray, pred
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(images[i])
-        axes[i, 1].imshow(_unit(targets[i]), cmap="inferno", vmin=0, vmax=1)
-        axes[i, 2].imshow(_unit(preds[i]), cmap="inferno", vmin=0, vmax=1)
+        axes[i, 1].imshow(unit_scaled(targets[i]), cmap="inferno", vmin=0, vmax=1)
+        axes[i, 2].imshow(unit_scaled(preds[i]), cmap="inferno", vmin=0, vmax=1)
         if scores is not None:
             axes[i, 2].set_title(f"CC {scores[i]:.2f}", fontsize=8)
     for j, name in enumerate(COLUMNS):
@@ -47,7 +47,7 @@ def plot_saliency_grid(path: Path, images: np.ndarray, targets: np.ndarray, pred
     return save_png(fig, Path(path))
 
 
-def _unit(m: np.ndarray) -> np.ndarray:
+def unit_scaled(m: np.ndarray) -> np.ndarray:
     """A map scaled to [0, 1] by its maximum (a zero map stays zero)."""
     top = float(m.max())
     return m / top if top > 0 else m

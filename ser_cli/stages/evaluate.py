@@ -7,6 +7,10 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
 - one pass of the final model over the test images of every task trained so far: class-IL / task-IL accuracy
   (`test_*`, a check against the matrix's last row), the saliency branch's KLD / CC / SIM (+ NSS and AUC-Judd where
   the data file has fixation points) against the test maps (SER runs only), and the model's test throughput;
+- where the final model looks, over the same test images: Grad-CAM of the true class's class-IL logit at the
+  classifier's last stage, through the run's own `logits` (`ser_cli.continual.attention`): `attention_on_object`
+  (share of its mass inside the object, for data files with object masks) and `attention_saliency_cc` (its CC with
+  the target maps), and `gradcam.png` (image, Grad-CAM, target map per row);
 - adversarial accuracy for every (attack, epsilon) of `evaluate` on a fixed class-stratified subset of those test
   images, end to end through `run.logits` (`ser_cli.metrics.robustness`);
 - figures: accuracy-matrix heatmap, average accuracy after each task, robust accuracy against epsilon, and test
@@ -30,6 +34,7 @@ import torch
 from rich.progress import Progress
 
 from ser_cli.config import EvaluateConfig
+from ser_cli.continual.attention import AttentionSums, gradcam_of, run_attention_pass, summarise_attention
 from ser_cli.continual.final_test import (
     EvalScope,
     EvaluableRun,
@@ -40,7 +45,7 @@ from ser_cli.continual.final_test import (
 )
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.attribution import input_gradient_saliency
+from ser_cli.metrics.attribution import input_gradient_saliency, mass_inside
 from ser_cli.metrics.continual import continual_metrics, trained_matrices
 from ser_cli.metrics.robustness import (
     AttackSettings,
@@ -50,7 +55,9 @@ from ser_cli.metrics.robustness import (
     robust_accuracy,
     stratified_subset,
 )
+from ser_cli.metrics.saliency import cc
 from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
+from ser_cli.plots.gradcam import plot_gradcam
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
@@ -119,8 +126,10 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
     with progress_bar() as bar:
         task = bar.add_task("evaluate test set", total=len(scope.rows), info="")
         test = run_test_pass(model, scope, loader, on_batch=lambda n: bar.advance(task, n))
+        attention = _attention(model, scope, loader, bar)
         robustness = _robustness(model, scope, loader, cfg, attacks, epsilons, bar)
     metrics.update(summarise_test_pass(test, scope))
+    metrics.update(summarise_attention(attention))
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
     tmp = folder.start()
@@ -128,6 +137,7 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
         (tmp / "plots").mkdir()
         _write_tables(tmp, R, curves, robustness)
         _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
+        _write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
         write_json_atomic(tmp / "metrics.json", metrics)
         write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
     except BaseException:
@@ -148,6 +158,12 @@ def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, m
         "data": data.fingerprint,
         "maps": [str(maps.path.resolve()), maps.source] if maps else None,
     })
+
+
+def _attention(model: EvaluableRun, scope: EvalScope, loader: TestLoader, bar: Progress) -> AttentionSums:
+    """Grad-CAM over every test image in scope (one forward and a short backward per batch: cheap on CPU)."""
+    task = bar.add_task("Grad-CAM", total=len(scope.rows), info="")
+    return run_attention_pass(model, scope, loader, scope.rows, on_batch=lambda n: bar.advance(task, n))
 
 
 def _robustness(model: EvaluableRun, scope: EvalScope, loader: TestLoader, cfg: EvaluateConfig, attacks: list[str],
@@ -184,6 +200,25 @@ def _overlay(model: EvaluableRun, scope: EvalScope, loader: TestLoader, seed: in
     titles = [model.class_names[int(y)] for y in labels.cpu()]
     targets = maps.cpu().numpy() if loader.has_targets else None
     return Overlay(images, pred.detach().float().cpu().numpy(), targets, titles, name)
+
+
+def _write_gradcam(path: Path, model: EvaluableRun, scope: EvalScope, loader: TestLoader, seed: int) -> None:
+    """gradcam.png on the overlay's class-stratified images, each Grad-CAM captioned with its scores."""
+    rows = scope.rows[stratified_subset(scope.labels, N_OVERLAY, seed)]
+    x01, labels, maps, _, _ = next(iter(TestLoader(loader.data, loader.maps_path, len(rows), loader.device)
+                                        .batches(rows)))
+    cam = gradcam_of(model, scope, x01, labels)  # (N, H, W)
+    masks = loader.data.masks("test", rows)  # (N, H, W) bool or None
+    scores = [[] for _ in rows]
+    if masks is not None:
+        for i, v in enumerate(mass_inside(cam, torch.from_numpy(masks).to(cam.device)).tolist()):
+            scores[i].append(f"on object {v:.2f}")
+    if loader.has_targets:
+        for i, v in enumerate(cc(cam, maps.float()).tolist()):
+            scores[i].append(f"CC {v:.2f}")
+    images = (x01 * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
+    plot_gradcam(path, images, cam.cpu().numpy(), [model.class_names[int(y)] for y in labels.cpu()],
+                 maps.cpu().numpy() if loader.has_targets else None, masks, ["  ".join(s) for s in scores])
 
 
 def _write_tables(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
