@@ -3,7 +3,8 @@
 Rows are groups (a configuration on a dataset), columns the headline metrics as "mean +- std" over the group's
 seeds (a single run shows its value alone). The headline is: class-IL and task-IL final average accuracy, class-IL
 forgetting, clean accuracy, PGD and FGSM accuracy at a reference budget (2/255 when evaluated, else the smallest),
-the saliency branch's CC, test throughput, and, for spurious-dataset groups, the drop in class-IL accuracy from the
+the saliency branch's CC, where the classifier looks (Grad-CAM's share on the object, its CC with the target
+maps), test throughput, and, for spurious-dataset groups, the drop in class-IL accuracy from the
 clean dataset. A `maps` column after the run count names what made the saliency maps, shown when some group's were
 not made by a predictor (a classical baseline of `ser precompute --method`, or the data's own). `report.md` adds
 every metric, transposed (one row per metric), so nothing is hidden.
@@ -29,7 +30,8 @@ FIXED_COLUMNS = {
     "class_il_forgetting": "class-IL forgetting",
     "clean_acc": "clean acc",
 }
-TAIL_COLUMNS = {"saliency_cc": "saliency CC", "test_images_per_second": "test img/s"}
+TAIL_COLUMNS = {"saliency_cc": "saliency CC", "attention_on_object": "Grad-CAM on object",
+                "attention_saliency_cc": "Grad-CAM CC", "test_images_per_second": "test img/s"}
 DROP_COLUMN = "spurious drop"
 MAPS_COLUMN = "maps"
 REFERENCE_EPS = "2"
@@ -88,7 +90,10 @@ def rich_table(groups: list[Group], columns: dict[str, str]) -> Table:
     """The headline as a Rich table (for stdout)."""
     table = Table(title="ser compare (mean ± std over seeds; spurious drop = clean - spurious class-IL acc)")
     for i, name in enumerate(header(columns, shows_maps(groups))):
-        table.add_column(name, justify="left" if i == 0 or name == MAPS_COLUMN else "right", overflow="fold")
+        if name == MAPS_COLUMN:  # a method's name stays whole; the number columns wrap their titles instead
+            table.add_column(name, justify="left", no_wrap=True)
+        else:
+            table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in table_rows(groups, columns):
         table.add_row(*(Text(cell) for cell in row))  # Text: "[spurious]" is a label, not Rich markup
     return table
