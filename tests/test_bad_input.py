@@ -135,7 +135,6 @@ CASES: dict[str, tuple[list[str], str]] = {
     "info: truncated HDF5": (["data", "info", "{truncated}"], "truncated.h5: unreadable HDF5 file"),
     "info: newer schema": (["data", "info", "{newer}"], "newer.h5: schema version 99 is newer"),
     "info: missing dataset": (["data", "info", "{no_labels}"], "missing required dataset '/train/labels'"),
-    "info: a maps file": (["data", "info", "{maps_other}"], "maps_other.h5: is a 'ser-maps' file"),
     # ser data synth: configuration mistakes
     "synth: out of range": (["data", "synth", "--out", "{out}", "--set", "data.synth.n_classes=0"], "n_classes"),
     "synth: boolean as number": (["data", "synth", "--out", "{out}", "--set", "data.synth.train_per_class=true"],
