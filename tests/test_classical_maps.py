@@ -241,26 +241,36 @@ def test_from_dataset_still_copies_the_data_maps_and_records_its_method(tiny_syn
     assert np.array_equal(maps.read("test"), quantize_maps(truth).numpy())
 
 
+ONE_SOURCE = "give exactly one of --model FILE (predict maps), --from-dataset (copy the data's maps) and --method"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--method", "itti"], "--method: unknown method 'itti'; choose one of: model, from-dataset, center-bias, "
                            "spectral-residual"),
-    (["--method", "center-bias", "--from-dataset"], "give it without --model and --method"),
-    (["--method", "model"], "give --model FILE (predict maps), --from-dataset (copy the data's maps) or --method"),
-    ([], "give --model FILE"),
+    (["--method", "center-bias", "--from-dataset"], ONE_SOURCE),
+    (["--method", "center-bias", "--model", "{model}"], ONE_SOURCE),
+    (["--method", "model"], ONE_SOURCE),
+    ([], ONE_SOURCE),
 ])
 def test_bad_method_choices_are_one_line_errors(tiny_synth: Path, tmp_path: Path, args: list[str],
                                                 message: str) -> None:
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    args = [a.replace("{model}", str(tmp_path / "model.pt")) for a in args]
     code, _, stderr = _cli("precompute", "--data", str(tiny_synth), "--out", str(tmp_path / "m.h5"), *args)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.h5").exists()
 
 
-def test_a_classical_method_takes_no_model(tiny_synth: Path, tmp_path: Path, classical_maps: dict[str, Path]) -> None:
-    model = tmp_path / "model.pt"
-    model.write_bytes(b"not read")
-    code, _, stderr = _cli("precompute", "--data", str(tiny_synth), "--out", str(tmp_path / "m.h5"), "--method",
-                           "spectral-residual", "--model", str(model))
-    assert code == 2 and "--method spectral-residual: takes no --model" in stderr
+def test_the_stage_refuses_a_model_for_a_classical_method(tiny_synth: Path, tmp_path: Path) -> None:
+    from ser_cli.config import PrecomputeConfig
+    from ser_cli.runtime.errors import UserError
+    from ser_cli.stages import precompute
+
+    with pytest.raises(UserError, match="--method spectral-residual: takes no --model"):
+        precompute.run(PrecomputeConfig(), tiny_synth, tmp_path / "m.h5", model=tmp_path / "model.pt",
+                       method="spectral-residual")
+    with pytest.raises(UserError, match="--method model needs --model FILE"):
+        precompute.run(PrecomputeConfig(), tiny_synth, tmp_path / "m.h5", method="model")
 
 
 def test_data_info_shows_a_maps_file_and_its_method(classical_maps: dict[str, Path], tiny_synth: Path) -> None:

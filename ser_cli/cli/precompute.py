@@ -46,11 +46,10 @@ def precompute(
     """
     from ser_cli.runtime.errors import UserError
 
-    if from_dataset and (model is not None or method is not None):
-        raise UserError("--from-dataset copies the data's maps: give it without --model and --method")
-    if not from_dataset and model is None and method in (None, "model"):
-        raise UserError("give --model FILE (predict maps), --from-dataset (copy the data's maps) or --method "
-                        "spectral-residual|center-bias (classical maps)")
+    classical = method not in (None, "model")
+    if (model is not None) + from_dataset + classical != 1:
+        raise UserError("give exactly one of --model FILE (predict maps), --from-dataset (copy the data's maps) and "
+                        "--method spectral-residual|center-bias (classical maps, no model)")
     from ser_cli.stages import precompute as stage
 
     cfg = build_params(params, set_).precompute
