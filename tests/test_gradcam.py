@@ -26,8 +26,8 @@ from ser_cli.data.synth import SynthSal, split_labels
 from ser_cli.data.writer import StoreWriter
 from ser_cli.metrics.attribution import grad_cam, mass_inside, pooled_map_capture
 from ser_cli.models.registry import Backbone
+from ser_cli.stages import compare, spurious
 from ser_cli.stages import evaluate as stage
-from ser_cli.stages import spurious
 from tests.conftest import make_synth
 from tests.continual_data import tiny_settings
 from tests.test_evaluate import MATRIX_2, MEAN, STD, StandInRun
@@ -206,6 +206,10 @@ def test_evaluate_writes_gradcam_and_the_attention_metrics(tiny_synth: Path, tmp
     assert m["attention_on_object"] == pytest.approx(on_object, rel=1e-5)
     assert m["attention_on_object_chance"] == pytest.approx(chance, rel=1e-9)
     assert m["attention_saliency_cc"] == pytest.approx(cc, rel=1e-4)
+    report = compare.run([tmp_path / "eval"], tmp_path / "report")
+    table = (tmp_path / "report" / "report.md").read_text().split("\n\n")[2]  # the headline table
+    assert "| Grad-CAM on object | Grad-CAM CC |" in table and f"| {m['attention_on_object']:.2f} |" in table
+    assert report.summary["headline"][-3:] == ["attention_on_object", "attention_saliency_cc", "test_images_per_second"]
 
 
 def _attention_reference(run: StandInRun, data: Path) -> tuple[float, float, float, int]:
