@@ -37,6 +37,7 @@ from torch import Tensor
 from ser_cli import __version__
 from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS, open_checked, read_attr
 from ser_cli.data.store import DataFile
+from ser_cli.runtime.disk import check_free_space
 from ser_cli.runtime.errors import RunFailure, UserError
 
 WORK_KIND = "ser-maps-work"
@@ -247,6 +248,9 @@ class MapsWorkFile:
                 done[np.asarray(missing)] = False
 
     def _create(self) -> h5py.File:
+        rows = sum(self.layout.sizes.values())
+        # the work file, then the assembled maps file beside it: twice the (uncompressed, an upper bound) maps
+        check_free_space(self.path, 2 * rows * self.layout.height * self.layout.width, f"the maps of {rows} images")
         h5 = h5py.File(self.path, "w")
         for key, value in {"kind": WORK_KIND, **self.identity}.items():
             h5.attrs[key] = value

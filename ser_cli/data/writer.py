@@ -19,6 +19,8 @@ import numpy as np
 from ser_cli import __version__
 from ser_cli.data.fingerprint import data_fingerprint
 from ser_cli.data.schema import DATASET_KIND, SCHEMA_VERSION
+from ser_cli.runtime.disk import check_free_space
+from ser_cli.runtime.errors import RunFailure
 
 
 def partial_path(path: Path) -> Path:
@@ -59,8 +61,15 @@ class StoreWriter:
     def create_split(self, split: str, n: int, *, with_maps: bool = False, with_fixations: bool = False,
                      with_masks: bool = False) -> None:
         """Create (or, when resuming, keep) the datasets of `split` for `n` rows (`with_masks`: object masks)."""
-        group = self.h5.require_group(split)
         h, w = self.height, self.width
+        rows_left = n if split not in self.h5 else int((~self.h5[split]["done"][:]).sum())
+        per_row = h * w * (3 + with_maps + with_masks) + 9  # uncompressed: an upper bound for encoded storage too
+        try:
+            check_free_space(self.path, rows_left * per_row, f"the {split} split's {rows_left} rows")
+        except RunFailure:
+            self._discard_if_empty()
+            raise
+        group = self.h5.require_group(split)
         if self.storage == "raw":
             group.require_dataset("images", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3), exact=True)
         else:
@@ -73,6 +82,12 @@ class StoreWriter:
             group.require_dataset("masks", (n, h, w), np.uint8, chunks=(1, h, w), exact=True)
         if with_fixations:
             group.require_dataset("fixation_ptr", (n + 1,), np.int64, exact=True)
+
+    def _discard_if_empty(self) -> None:
+        """Remove the partial file when no row of it is written yet (nothing to resume from)."""
+        if not any(self.h5[s]["done"][:].any() for s in self.h5 if "done" in self.h5[s]):
+            self.h5.close()
+            partial_path(self.path).unlink(missing_ok=True)
 
     def todo(self, split: str) -> np.ndarray:
         """Row indices of `split` not written yet."""

@@ -1,0 +1,62 @@
+"""A full disk: every HDF5 writer checks the space it needs first and stops with one line, exit 1, nothing left.
+
+The output folder is a tiny tmpfs mounted in a private mount namespace (`unshare -m`, so nothing outside the test
+sees it; needs root or user namespaces, as in this project's CI container; skipped where neither is available).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser_cli.runtime.disk import check_free_space
+from ser_cli.runtime.errors import RunFailure
+from tests import faults
+
+TINY = ["--set", "data.synth.train_per_class=20", "--set", "data.synth.height=32", "--set", "data.synth.width=48"]
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt && umount /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def _on_tiny_disk(mount: Path, size: str, command: list[str]) -> subprocess.CompletedProcess:
+    """Run `command` with a `size` tmpfs mounted at `mount` (visible to it alone)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    script = f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mount))} && {shlex.join(command)}; " \
+             f"code=$?; ls -A {shlex.quote(str(mount))} >&2; exit $code"
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=faults.env(),
+                          timeout=300)
+
+
+def test_check_free_space_names_the_need_and_the_free_space(tmp_path: Path) -> None:
+    check_free_space(tmp_path / "x.h5", 1, "one byte")
+    with pytest.raises(RunFailure, match=r"x\.h5: the images need .* of disk space, .* free in"):
+        check_free_space(tmp_path / "new" / "x.h5", shutil.disk_usage(tmp_path).free, "the images")
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
+@pytest.mark.parametrize("args", [
+    ["data", "synth", "--out", "{disk}/synth.h5", *TINY],
+    ["data", "spurious", "{data}", "--out", "{disk}/spurious.h5"],
+    ["precompute", "--from-dataset", "--data", "{data}", "--out", "{disk}/maps.h5"],
+], ids=["data-synth", "data-spurious", "precompute"])
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
+    disk, data = tmp_path / "disk", tmp_path / "data.h5"
+    if "{data}" in args:
+        subprocess.run([sys.executable, "-m", "ser_cli", "-q", "data", "synth", "--out", str(data), *TINY],
+                       check=True, env=faults.env(), capture_output=True)
+    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data) for a in args)]
+    done = _on_tiny_disk(disk, "1m", command)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "disk space" in lines[0], done.stderr[-2000:]
