@@ -1,4 +1,5 @@
-"""A full disk: every HDF5 writer checks the space it needs first and stops with one line, exit 1, nothing left.
+"""A full disk: every HDF5 writer checks the space it needs first and stops with one line, exit 1, nothing left;
+a read-only output folder: one line, exit 2.
 
 The output folder is a tiny tmpfs mounted in a private mount namespace (`unshare -m`, so nothing outside the test
 sees it; needs root or user namespaces, as in this project's CI container; skipped where neither is available).
@@ -29,10 +30,12 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
-def _on_tiny_disk(mount: Path, size: str, command: list[str]) -> subprocess.CompletedProcess:
-    """Run `command` with a `size` tmpfs mounted at `mount` (visible to it alone)."""
+def _on_tiny_disk(mount: Path, size: str, command: list[str],
+                  read_only: bool = False) -> subprocess.CompletedProcess:
+    """Run `command` with a `size` tmpfs mounted at `mount` (visible to it alone; `read_only`: mounted ro)."""
     mount.mkdir(parents=True, exist_ok=True)
-    script = f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(mount))} && {shlex.join(command)}; " \
+    options = f"{'ro,' if read_only else ''}size={size}"
+    script = f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(mount))} && {shlex.join(command)}; " \
              f"code=$?; ls -A {shlex.quote(str(mount))} >&2; exit $code"
     return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=faults.env(),
                           timeout=300)
@@ -60,3 +63,23 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1, done.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "disk space" in lines[0], done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
+@pytest.mark.parametrize("args", [
+    ["data", "synth", "--out", "{disk}/synth.h5", *TINY],
+    ["data", "spurious", "{data}", "--out", "{disk}/spurious.h5"],
+    ["precompute", "--from-dataset", "--data", "{data}", "--out", "{disk}/maps.h5"],
+    ["train", "--data", "{data}", "--out", "{disk}/run", "--set", "train.buffer_size=8"],
+    ["compare", "{data}", "--out", "{disk}/report"],
+], ids=["data-synth", "data-spurious", "precompute", "train", "compare"])
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
+    """As root, permissions do not stop a write; a read-only mount does (EROFS), as it would for any user."""
+    disk, data = tmp_path / "disk", tmp_path / "data.h5"
+    subprocess.run([sys.executable, "-m", "ser_cli", "-q", "data", "synth", "--out", str(data), *TINY],
+                   check=True, env=faults.env(), capture_output=True)
+    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data) for a in args)]
+    done = _on_tiny_disk(disk, "256m", command, read_only=True)  # room enough: the write itself must fail
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
