@@ -22,6 +22,15 @@ from tests import faults
 TINY = ["--set", "data.synth.train_per_class=20", "--set", "data.synth.height=32", "--set", "data.synth.width=48"]
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny SynthSal file (outside the tiny disks) for the commands that read one."""
+    path = tmp_path_factory.mktemp("data") / "data.h5"
+    subprocess.run([sys.executable, "-m", "ser_cli", "-q", "data", "synth", "--out", str(path), *TINY], check=True,
+                   env=faults.env(), capture_output=True)
+    return path
+
+
 def _can_mount_tmpfs() -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -53,11 +62,8 @@ def test_check_free_space_names_the_need_and_the_free_space(tmp_path: Path) -> N
     ["data", "spurious", "{data}", "--out", "{disk}/spurious.h5"],
     ["precompute", "--from-dataset", "--data", "{data}", "--out", "{disk}/maps.h5"],
 ], ids=["data-synth", "data-spurious", "precompute"])
-def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> None:
-    disk, data = tmp_path / "disk", tmp_path / "data.h5"
-    if "{data}" in args:
-        subprocess.run([sys.executable, "-m", "ser_cli", "-q", "data", "synth", "--out", str(data), *TINY],
-                       check=True, env=faults.env(), capture_output=True)
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, data: Path, args: list[str]) -> None:
+    disk = tmp_path / "disk"
     command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data) for a in args)]
     done = _on_tiny_disk(disk, "1m", command)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -73,11 +79,9 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, args: list[str]) -> 
     ["train", "--data", "{data}", "--out", "{disk}/run", "--set", "train.buffer_size=8"],
     ["compare", "{data}", "--out", "{disk}/report"],
 ], ids=["data-synth", "data-spurious", "precompute", "train", "compare"])
-def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, data: Path, args: list[str]) -> None:
     """As root, permissions do not stop a write; a read-only mount does (EROFS), as it would for any user."""
-    disk, data = tmp_path / "disk", tmp_path / "data.h5"
-    subprocess.run([sys.executable, "-m", "ser_cli", "-q", "data", "synth", "--out", str(data), *TINY],
-                   check=True, env=faults.env(), capture_output=True)
+    disk = tmp_path / "disk"
     command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data) for a in args)]
     done = _on_tiny_disk(disk, "256m", command, read_only=True)  # room enough: the write itself must fail
     lines = [line for line in done.stderr.splitlines() if line.strip()]
