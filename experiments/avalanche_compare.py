@@ -1,4 +1,4 @@
-"""An independent implementation check: Avalanche's DER++ and ER-ACE on the exact stream of `ser train`'s plain
+r"""An independent implementation check: Avalanche's DER++ and ER-ACE on the exact stream of `ser train`'s plain
 `derpp` / `er_ace` runs (issue #11 item 4), final class-IL accuracy side by side.
 
 Avalanche (avalanche-lib 0.6.0, Carta et al., JMLR 2023) lives in its own venv and is never a dependency of `ser`;
@@ -9,9 +9,10 @@ this script imports it only inside the functions that train, so the main venv ca
     OMP_NUM_THREADS=1 /tmp/avenv/bin/python -m experiments.avalanche_compare --seeds 0,1,2 \
         --out experiments/results/avalanche/
 
-CPU only, one torch thread (as the grid's runs), ~2-5 minutes per (method, seed) on a free core. Each run writes
-`OUT/runs/{method}_s{seed}.json`; the table `OUT/avalanche_compare.{json,md}` is rebuilt from every run file there,
-so seeds can be added later (`--seeds 1,2`) and `--table-only` rebuilds it without training.
+CPU only, one torch thread (as the grid's runs), 3-5 minutes of training per (method, seed) on this 2-core machine
+while the grid runs. Each run writes `OUT/runs/{method}[+{variant}]_s{seed}.json`; the table
+`OUT/avalanche_compare.{json,md}` is rebuilt from every run file there, so seeds can be added later (`--seeds 1,2`)
+and `--table-only` rebuilds it without training.
 
 Matched exactly (read from the ser run's `params.yaml` / `run.json` and checked at start):
 - data: `data/synth.h5` (fingerprint checked against the ser run), 5 tasks x 4 classes, task = label // 4 (class
@@ -56,6 +57,15 @@ ER-ACE (`ER_ACE`, training/supervised/er_ace.py; `ACECriterion`, training/regula
   stay in the softmax denominator; Avalanche's mask drops them. Task 0: plain stream CE in both;
 - replay draws: cycled shuffled `DataLoader` over the buffer (each sample once per pass) vs uniform draws; both run
   the replay batch in its own forward after the stream forward.
+
+Ablation of the ER-ACE differences (`--variants`, ER-ACE only): Avalanche's `ER_ACE` with some of ser's choices
+swapped in, each a name of `ACE_SWAPS` (`sum`, `ser_mask`, `reservoir`, joined with `+`; `avalanche` = unchanged),
+plus `buffer_after_task` (Avalanche's own buffer filled after each task instead of before it), to find which
+difference moves the result (findings: `experiments/results/avalanche/findings.md`):
+
+    OMP_NUM_THREADS=1 /tmp/avenv/bin/python -m experiments.avalanche_compare --methods er_ace \
+        --variants sum+ser_mask+reservoir,sum,ser_mask,reservoir,buffer_after_task --out experiments/results/avalanche/
+
 Neither implementation is changed; `--table-only` only reads.
 """
 
@@ -253,6 +263,8 @@ ACE_SWAPS = {
                 "present classes only",
     "reservoir": "a reservoir over the stream, offered each batch after its step, uniform draws of distinct "
                  "samples from task 1 on (ser), instead of the class-balanced buffer of whole tasks, current included",
+    "buffer_after_task": "not a ser choice but the step between: Avalanche's class-balanced buffer updated after "
+                         "each task (past tasks only, as Avalanche's DER) instead of before it",
 }
 
 
@@ -262,6 +274,8 @@ def parse_variant(name: str) -> frozenset[str]:
     unknown = sorted(swaps - set(ACE_SWAPS))
     if unknown:
         raise SystemExit(f"--variants: {unknown[0]!r} is not 'avalanche' or one of {', '.join(ACE_SWAPS)}")
+    if {"reservoir", "buffer_after_task"} <= swaps:
+        raise SystemExit(f"--variants: {name!r} names two buffers; pick reservoir or buffer_after_task")
     return swaps
 
 
@@ -315,20 +329,33 @@ class StreamReservoir:
 
 def er_ace_with_ser_choices(er_ace: type) -> type:
     """Avalanche's ER_ACE with some of ser's choices swapped in (`ACE_SWAPS`), for the ablation of the gap."""
+    from avalanche.training.utils import cycle
+    from torch.utils.data import DataLoader
 
     class ErAceWithSerChoices(er_ace):
         def __init__(self, variant: frozenset[str], n_classes: int, seed: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.ace_criterion = AceLoss(variant, n_classes)
             self.reservoir = StreamReservoir(self.mem_size, seed) if "reservoir" in variant else None
+            self.after_task = "buffer_after_task" in variant
 
         def _before_training_exp(self, **kwargs: Any) -> None:
-            if self.reservoir is None:
+            if self.reservoir is None and not self.after_task:
                 super()._before_training_exp(**kwargs)
                 return
             super(er_ace, self)._before_training_exp(**kwargs)  # the template's set-up, no class-balanced update
-            first = self.experience.current_experience == 0
-            self.replay_loader = None if first else self.reservoir.draws(self.batch_size_mem)
+            self.replay_loader = None
+            if self.experience.current_experience > 0 and self.reservoir is not None:
+                self.replay_loader = self.reservoir.draws(self.batch_size_mem)
+            elif self.experience.current_experience > 0:  # as ER_ACE, from the buffer of the past tasks only
+                loader = DataLoader(self.storage_policy.buffer, batch_size=self.batch_size_mem, shuffle=True,
+                                    drop_last=True)
+                self.replay_loader = cycle(loader)
+
+        def _after_training_exp(self, **kwargs: Any) -> None:
+            if self.after_task:
+                self.storage_policy.update(self, **kwargs)
+            super()._after_training_exp(**kwargs)
 
         def _after_training_iteration(self, **kwargs: Any) -> None:
             if self.reservoir is not None:  # after the update, as ser's step 5
@@ -422,7 +449,7 @@ def config_key(record: dict[str, Any]) -> str:
 
 def config_label(key: str) -> str:
     method, _, swaps = key.partition("+")
-    return METHODS[method] if not swaps else f"{METHODS[method]}, Avalanche + ser's {swaps.replace('+', ' + ')}"
+    return METHODS[method] if not swaps else f"{METHODS[method]} (Avalanche's, swapped: {swaps.replace('+', ' + ')})"
 
 
 def _order(key: str) -> tuple[int, int, str]:
@@ -431,16 +458,21 @@ def _order(key: str) -> tuple[int, int, str]:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per configuration: mean ± sample std over seeds of both implementations, and the paired difference with its
-    95 % t-interval."""
+    """Per configuration: mean ± sample std over seeds of both implementations, the paired difference with its 95 %
+    t-interval, and for an ablation variant its paired difference from Avalanche's unchanged method."""
     out: dict[str, Any] = {}
-    for key in sorted({config_key(r) for r in records}, key=_order):
-        recs = sorted((r for r in records if config_key(r) == key), key=lambda r: r["seed"])
+    by_key = {(config_key(r), r["seed"]): r for r in records}
+    for key in sorted({k for k, _ in by_key}, key=_order):
+        recs = sorted((r for (k, _), r in by_key.items() if k == key), key=lambda r: r["seed"])
         ava = [r["avalanche"]["class_il"] for r in recs]
         ser = [r["ser"]["class_il"] for r in recs]
         diff = [a - s for a, s in zip(ava, ser, strict=True)]
         out[key] = {"seeds": [r["seed"] for r in recs], "avalanche": mean_std(ava), "ser": mean_std(ser),
                     "avalanche_minus_ser": mean_std(diff), "avalanche_minus_ser_ci95": t_interval(diff)}
+        base = [by_key.get((recs[0]["method"], r["seed"])) for r in recs]
+        if key != recs[0]["method"] and all(base):
+            shift = [r["avalanche"]["class_il"] - b["avalanche"]["class_il"] for r, b in zip(recs, base, strict=True)]
+            out[key].update(minus_unchanged=mean_std(shift), minus_unchanged_ci95=t_interval(shift))
     return out
 
 
@@ -455,15 +487,20 @@ def markdown(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         lines.append(f"| {config_label(config_key(r))} | {r['seed']} | {a['class_il']:.2f} | {s['class_il']:.2f} | "
                      f"{a['class_il'] - s['class_il']:+.2f} | {a['task_il']:.2f} | {s['task_il']:.2f} | "
                      f"{a['train_seconds']:.0f} | {s['train_seconds']:.0f} |")
-    lines += ["", "Mean ± sample std over seeds; the paired difference with its 95 % t-interval.", "",
-              "| configuration | seeds | Avalanche | ser | Avalanche - ser (paired) | 95 % interval |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "Mean ± sample std over seeds; paired differences (same seed) with their 95 % t-interval; for an "
+              "ablation variant also its difference from Avalanche's unchanged method.", "",
+              "| configuration | seeds | Avalanche | ser | Avalanche - ser | 95 % interval | variant - unchanged | "
+              "95 % interval |", "|---|---|---|---|---|---|---|---|"]
     for key, m in summary.items():
-        ci = m["avalanche_minus_ser_ci95"]
-        interval = "" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        shift = fmt(*m["minus_unchanged"], sign="+") if "minus_unchanged" in m else ""
         lines.append(f"| {config_label(key)} | {len(m['seeds'])} | {fmt(*m['avalanche'])} | {fmt(*m['ser'])} | "
-                     f"{fmt(*m['avalanche_minus_ser'], sign='+')} | {interval} |")
+                     f"{fmt(*m['avalanche_minus_ser'], sign='+')} | {_interval(m['avalanche_minus_ser_ci95'])} | "
+                     f"{shift} | {_interval(m.get('minus_unchanged_ci95'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
 def write_table(out: Path) -> str:

@@ -77,3 +77,13 @@ def test_summary_is_mean_and_sample_std_of_paired_runs() -> None:
     assert summary["avalanche_minus_ser"] == pytest.approx((-2.0, std))
     half = 4.302652729911275 * std / np.sqrt(3)  # t_{0.975, 2 dof}
     assert summary["avalanche_minus_ser_ci95"] == pytest.approx((-2.0 - half, -2.0 + half))
+    assert "minus_unchanged" not in summary
+
+
+def test_an_ablation_variant_is_paired_with_the_unchanged_method_of_the_same_seed() -> None:
+    records = [{"method": "er_ace", "variant": v, "seed": s, "avalanche": {"class_il": a}, "ser": {"class_il": 0.0}}
+               for v, s, a in [("avalanche", 0, 30.0), ("avalanche", 1, 20.0), ("reservoir", 1, 14.0),
+                               ("reservoir", 0, 25.0)]]
+    summary = summarize(records)
+    assert list(summary) == ["er_ace", "er_ace+reservoir"]
+    assert summary["er_ace+reservoir"]["minus_unchanged"] == pytest.approx((-5.5, np.std([-5, -6], ddof=1)))
