@@ -31,6 +31,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def run(data: Path) -> Path:
+    """A tiny finished `ser train` run on `data`, for `ser evaluate`."""
+    path = data.parent / "run"
+    subprocess.run([sys.executable, "-m", "ser_cli", "-q", "train", "--data", str(data), "--out", str(path), "--set",
+                    "train.buffer_size=8"], check=True, env=faults.env(), capture_output=True)
+    return path
+
+
 def _can_mount_tmpfs() -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -78,11 +87,15 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, data: Path, args: li
     ["precompute", "--from-dataset", "--data", "{data}", "--out", "{disk}/maps.h5"],
     ["train", "--data", "{data}", "--out", "{disk}/run", "--set", "train.buffer_size=8"],
     ["compare", "{data}", "--out", "{disk}/report"],
-], ids=["data-synth", "data-spurious", "precompute", "train", "compare"])
-def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, data: Path, args: list[str]) -> None:
+    ["pretrain-saliency", "--data", "{data}", "--out", "{disk}/saliency", "--set", "saliency.epochs=1"],
+    ["evaluate", "--run", "{run}", "--data", "{data}", "--out", "{disk}/eval"],
+], ids=["data-synth", "data-spurious", "precompute", "train", "compare", "pretrain-saliency", "evaluate"])
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, data: Path, args: list[str],
+                                                          request: pytest.FixtureRequest) -> None:
     """As root, permissions do not stop a write; a read-only mount does (EROFS), as it would for any user."""
     disk = tmp_path / "disk"
-    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data) for a in args)]
+    run = request.getfixturevalue("run") if "{run}" in args else None
+    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data, run=run) for a in args)]
     done = _on_tiny_disk(disk, "256m", command, read_only=True)  # room enough: the write itself must fail
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr[-2000:]

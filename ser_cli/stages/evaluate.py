@@ -120,6 +120,19 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
         log(f"{out}: already complete for this run, data and settings, nothing to do")
         return EvalResult(Path(out), json.loads((Path(out) / "metrics.json").read_text()))
     R = trained_matrices(model.accuracy)
+    tmp = folder.start()  # before the work: an output folder we cannot write fails at once, not after the attacks
+    try:
+        metrics = _evaluate_into(tmp, cfg, model, data, maps_path, R, attacks, epsilons, device, source)
+    except BaseException:
+        folder.abandon()
+        raise
+    return EvalResult(folder.commit(), metrics)
+
+
+def _evaluate_into(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, maps_path: Path | None,
+                   R: dict[str, np.ndarray], attacks: list[str], epsilons: list[float], device: torch.device,
+                   source: dict[str, Any] | None) -> dict[str, float]:
+    """The evaluation's work, its files written into the staging folder `tmp`; returns the flat metrics."""
     scope = EvalScope.of(model.settings, data, len(R["class_il"]), cfg.class_il_logits)
     metrics, curves = continual_metrics(R)
     loader = TestLoader(data, maps_path, cfg.batch_size, device)
@@ -132,18 +145,13 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
     metrics.update(summarise_attention(attention))
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
-    tmp = folder.start()
-    try:
-        (tmp / "plots").mkdir()
-        _write_tables(tmp, R, curves, robustness)
-        _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
-        _write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
-        write_json_atomic(tmp / "metrics.json", metrics)
-        write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
-    except BaseException:
-        folder.abandon()
-        raise
-    return EvalResult(folder.commit(), metrics)
+    (tmp / "plots").mkdir()
+    _write_tables(tmp, R, curves, robustness)
+    _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
+    _write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
+    write_json_atomic(tmp / "metrics.json", metrics)
+    write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
+    return metrics
 
 
 def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, maps: MapsFile | None,
