@@ -40,6 +40,20 @@ def run(data: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def sources(data: Path) -> dict[str, Path]:
+    """An image folder to import and a saliency model (with two JPEG images) to predict with."""
+    from tests.fixtures_formats import write_imagefolder
+
+    root = data.parent
+    folder = write_imagefolder(root / "imagefolder", ["cat", "dog"])
+    model = root / "saliency"
+    subprocess.run([sys.executable, "-m", "ser_cli", "-q", "pretrain-saliency", "--data", str(data), "--out",
+                    str(model), "--set", "saliency.epochs=1", "--set", "saliency.precise_bn_batches=0"], check=True,
+                   env=faults.env(), capture_output=True)
+    return {"folder": folder, "model": model / "model.pt", "images": next(folder.rglob("*.jp*g")).parent}
+
+
 def _can_mount_tmpfs() -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -89,13 +103,19 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, data: Path, args: li
     ["compare", "{data}", "--out", "{disk}/report"],
     ["pretrain-saliency", "--data", "{data}", "--out", "{disk}/saliency", "--set", "saliency.epochs=1"],
     ["evaluate", "--run", "{run}", "--data", "{data}", "--out", "{disk}/eval"],
-], ids=["data-synth", "data-spurious", "precompute", "train", "compare", "pretrain-saliency", "evaluate"])
+    ["data", "import", "imagefolder", "{folder}", "--out", "{disk}/imported.h5", "--set", "data.height=16",
+     "--set", "data.width=16"],
+    ["predict", "{images}", "--model", "{model}", "--out", "{disk}/maps", "--size", "32x48"],
+], ids=["data-synth", "data-spurious", "precompute", "train", "compare", "pretrain-saliency", "evaluate", "data-import",
+        "predict"])
 def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, data: Path, args: list[str],
                                                           request: pytest.FixtureRequest) -> None:
     """As root, permissions do not stop a write; a read-only mount does (EROFS), as it would for any user."""
     disk = tmp_path / "disk"
     run = request.getfixturevalue("run") if "{run}" in args else None
-    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(disk=disk, data=data, run=run) for a in args)]
+    src = request.getfixturevalue("sources") if any(k in a for a in args for k in ("{folder}", "{images}")) else {}
+    values = {"disk": disk, "data": data, "run": run, **src}
+    command = [sys.executable, "-m", "ser_cli", "-q", *(a.format(**values) for a in args)]
     done = _on_tiny_disk(disk, "256m", command, read_only=True)  # room enough: the write itself must fail
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr[-2000:]
