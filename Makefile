@@ -29,8 +29,9 @@ demo: setup
 	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	@echo; echo "Comparison (report/report.md, report/*.png; per run: evals/*/):"; cat report/table.txt
 
+# one pytest worker per core (pytest-xdist): each test uses one torch thread, so the cores work side by side
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: setup
 	$(VENV)/bin/ruff check .

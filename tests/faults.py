@@ -5,8 +5,6 @@ may precede the `ser` arguments; each takes the number of values shown.
 
     step-delay SECONDS         ser train: sleep after every training step (`ContinualTrainer._step`)
     batch-delay SECONDS        ser precompute: sleep after every committed batch (`MapsWorkFile.write`)
-    kill-after-steps N         ser pretrain-saliency: SIGKILL itself after the N-th optimiser step of this process,
-                               once the loop has handled the step (checkpointing it if one was due)
     kill-after-calls TARGET N  any command: SIGKILL itself after the N-th return of TARGET in this process, a dotted
                                name (`ser_cli.stages.import_data._write_block`, `ser_cli.data.maps.MapsWorkFile.write`);
                                for a generator function, after its N-th item, once the caller asks for the next one
@@ -104,12 +102,10 @@ def _set_attr(target: str, value: str) -> None:
 
 STEP = "ser_cli.continual.loop.ContinualTrainer._step"
 COMMITTED_BATCH = "ser_cli.data.maps.MapsWorkFile.write"
-PRETRAIN_STEPS = "ser_cli.saliency.saliency_trainer.SaliencyTrainer.train_epoch"
 
 FAULTS: dict[str, Callable[..., None]] = {  # name -> patcher taking the fault's values (strings)
     "step-delay": lambda seconds: after_each(STEP, lambda: time.sleep(float(seconds))),
     "batch-delay": lambda seconds: after_each(COMMITTED_BATCH, lambda: time.sleep(float(seconds))),
-    "kill-after-steps": lambda n: kill_after_calls(PRETRAIN_STEPS, int(n)),
     "kill-after-calls": lambda target, n: kill_after_calls(target, int(n)),
     "count-calls": count_calls,
     "set-attr": _set_attr,

@@ -35,7 +35,7 @@ FAST_EVAL = ["--set", "evaluate.attack_images=4", "--set", "evaluate.pgd_steps=1
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})  # long tmp paths: no wrapping
     return result.exit_code, result.stdout, result.stderr
 
 

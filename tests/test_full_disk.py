@@ -19,7 +19,7 @@ from ser_cli.runtime.disk import check_free_space
 from ser_cli.runtime.errors import RunFailure
 from tests import faults
 
-TINY = ["--set", "data.synth.train_per_class=20", "--set", "data.synth.height=32", "--set", "data.synth.width=48"]
+TINY = ["--set", "data.synth.train_per_class=4", "--set", "data.synth.height=32", "--set", "data.synth.width=48"]
 
 
 @pytest.fixture(scope="module")

@@ -90,35 +90,6 @@ def test_same_seed_same_result(tiny_synth: Path, tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.slow
-def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
-    data = make_synth(tmp_path / "d.h5", n_classes=6, train_per_class=8)
-    args = ["-q", "train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=3",
-            "--set", "train.classes_per_task=2", "--set", "train.buffer_size=16", "--set", "train.batch_size=4",
-            "--set", "train.minibatch_size=4", "--set", "train.checkpoint_every=2"]
-    cmd = [sys.executable, "-m", "ser_cli", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*faults.command("step-delay", 0.3, *args), "--out", str(killed)], env=faults.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(2.0)  # well inside the run: 12 steps of >= 0.3 s after the first checkpoint at step 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model.pt").exists() and (killed / "checkpoint.pt").exists()
-    resumed = subprocess.run([*cmd, "--out", str(killed)], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    full = json.loads((tmp_path / "full" / "accuracy_matrix.json").read_text())
-    again = json.loads((killed / "accuracy_matrix.json").read_text())
-    assert full == again
-    wf, wk = (torch.load(p / "model.pt", weights_only=True)["learner"]["classifier"]
-              for p in (tmp_path / "full", killed))
-    assert all(torch.equal(wf[k], wk[k]) for k in wf)
-
-
 def test_maps_of_another_data_file_are_refused(tiny_synth: Path, tmp_path: Path) -> None:
     other = make_synth(tmp_path / "other.h5", seed=5)
     maps = tmp_path / "maps.h5"
@@ -175,7 +146,8 @@ def test_ctrl_c_checkpoints_says_where_exits_130_and_resumes_to_the_same_run(tmp
             "--set", "train.minibatch_size=4"]
     cmd = [sys.executable, "-m", "ser_cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    full = subprocess.Popen([*cmd, "--out", str(tmp_path / "full")], env=env,  # the reference, meanwhile
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "stopped"
     proc = subprocess.Popen([*faults.command("step-delay", 0.3, *args), "--out", str(run)], env=faults.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -192,5 +164,6 @@ def test_ctrl_c_checkpoints_says_where_exits_130_and_resumes_to_the_same_run(tmp
     assert step > 4 and not (run / "model.pt").exists()  # the checkpoint is the interrupted step's, mid-task
     resumed = subprocess.run([*cmd, "--out", str(run)], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    full = json.loads((tmp_path / "full" / "accuracy_matrix.json").read_text())
-    assert json.loads((run / "accuracy_matrix.json").read_text()) == full
+    assert full.wait(timeout=300) == 0
+    reference = json.loads((tmp_path / "full" / "accuracy_matrix.json").read_text())
+    assert json.loads((run / "accuracy_matrix.json").read_text()) == reference
