@@ -113,14 +113,16 @@ class ReservoirBuffer:
         """
         if (logits is None) != (self.logits is None):
             raise ValueError("logits must be given exactly when the buffer stores them")
-        dest = self._destinations(images.shape[0])  # (B,)
+        dest = self._destinations(labels)  # (B,)
         self.images.index_copy_(0, dest, images.to(self.device))
         self.labels.index_copy_(0, dest, labels.to(self.device))
         self.tasks.index_copy_(0, dest, torch.full_like(dest, task))
         if self.logits is not None:
             self.logits.index_copy_(0, dest, logits.detach().to(self.device, torch.float32))
 
-    def _destinations(self, batch: int) -> Tensor:
+    def _destinations(self, labels: Tensor) -> Tensor:
+        """Slot of each sample of a batch with `labels` (B,): the scratch row `capacity` for those not kept."""
+        batch = labels.shape[0]
         positions = torch.arange(self.seen, self.seen + batch, device=self.device)  # (B,)
         uniform = torch.rand(batch, generator=self.generator, device=self.device, dtype=torch.float64)
         # floor(u * (n + 1)) is uniform on 0..n; the clamp guards the rounding of u * (n + 1) up to n + 1.

@@ -56,13 +56,15 @@ class Method(ABC):
 
     Class attributes:
         name: Registry name.
-        uses_buffer: Whether the method replays (a reservoir buffer is built for it).
+        uses_buffer: Whether the method replays (a buffer is built for it).
+        buffer_class: How the buffer is filled: `ReservoirBuffer` (reservoir sampling) or a subclass of it.
         stores_logits: Whether the buffer keeps the stream logits (DER, DER++).
         schedule: "tasks" to see the tasks one after the other, "joint" to see all tasks' data at once.
     """
 
     name: ClassVar[str] = ""
     uses_buffer: ClassVar[bool] = True
+    buffer_class: ClassVar[type[ReservoirBuffer]] = ReservoirBuffer
     stores_logits: ClassVar[bool] = False
     schedule: ClassVar[Literal["tasks", "joint"]] = "tasks"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ser_cli.continual.buffer import ReservoirBuffer
 from ser_cli.continual.learner import Learner
 from ser_cli.continual.methods.base import Method
 from ser_cli.continual.seeds import BUFFER, derive_seed
@@ -34,7 +33,7 @@ def method_class(name: str) -> type[Method]:
 
 
 def build_method(name: str, learner: Learner, settings: TrainSettings, image_shape: tuple[int, int, int]) -> Method:
-    """Build method `name` for `learner`, with a reservoir buffer on the learner's device if it replays.
+    """Build method `name` for `learner`, with its buffer (`Method.buffer_class`) on the learner's device if it replays.
 
     Args:
         name: A registered method name.
@@ -50,7 +49,7 @@ def build_method(name: str, learner: Learner, settings: TrainSettings, image_sha
     if cls.uses_buffer:
         if settings.buffer_size < 1:
             raise UserError(f"train.buffer_size: method {name!r} replays and needs buffer_size >= 1, got 0")
-        buffer = ReservoirBuffer(
+        buffer = cls.buffer_class(
             settings.buffer_size,
             image_shape,
             learner.normalize.device,
