@@ -24,6 +24,7 @@ from ser_cli.continual.ser import SaliencyBranch
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.models.modulation import Modulation, build_modulation
 from ser_cli.models.normalize import Normalizer
+from ser_cli.models.prototype_head import PrototypeHead
 from ser_cli.models.registry import Backbone, build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.device import autocast, use_bf16
@@ -62,6 +63,7 @@ class Learner:
         self._stream: tuple[Tensor, list[Tensor]] | None = None  # (stream input, its saliency taps)
         self.diagnose = False  # measure the modulation on the next stream forward (`pop_diagnostics`)
         self._diagnostics: dict[str, Tensor] = {}
+        self.head_config: dict[str, Any] | None = None  # set when `set_head` replaced the linear head
 
     @property
     def ser(self) -> bool:
@@ -75,6 +77,15 @@ class Learner:
     def parameters(self) -> list[nn.Parameter]:
         """Parameters of the classifier optimiser (MNP parameters included; never the saliency net's)."""
         return [p for m in self.trainable_modules() for p in m.parameters()]
+
+    def set_head(self, head: PrototypeHead) -> None:
+        """Replace the classifier's linear head (CoPE's prototypes), before the classifier optimiser is built.
+
+        The head becomes part of the classifier: its parameters are trained with it, its buffers are saved with it,
+        and `logits` (test accuracy, attacks, Grad-CAM) go through it. Its `config()` is saved to rebuild it.
+        """
+        self.classifier.head = head.to(self.normalize.device)
+        self.head_config = head.config()
 
     def train(self, mode: bool = True) -> None:
         """Train or eval mode for the classifier and modulation (the saliency branch manages its own mode)."""
@@ -112,10 +123,20 @@ class Learner:
         Returns:
             (B, n_classes) logits.
         """
+        return self.classifier(x, modulate=self._role_modulation(x, role))
+
+    def pooled(self, x: Tensor, role: Role) -> Tensor:
+        """The classifier's pooled features before its head, (B, C), for the same roles as `logits`.
+
+        Metric-learning methods (CoPE) compute their loss on these and apply the head's parts themselves.
+        """
+        return self.classifier.embed(x, modulate=self._role_modulation(x, role))
+
+    def _role_modulation(self, x: Tensor, role: Role) -> Callable[[int, Tensor], Tensor] | None:
         if self.saliency is None:
-            return self.classifier(x)
+            return None
         record = self.diagnose and role == "stream"
-        return self.classifier(x, modulate=self._modulate(self._taps(x, role), record))
+        return self._modulate(self._taps(x, role), record)
 
     def _taps(self, x: Tensor, role: Role) -> list[Tensor]:
         if role == "replay":
@@ -162,6 +183,8 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         """Weights of every network (and the saliency optimiser), plus what rebuilds the saliency net."""
         state: dict[str, Any] = {"classifier": self.classifier.state_dict()}
+        if self.head_config is not None:
+            state["head_config"] = dict(self.head_config)
         if self.modulation is not None:
             state["modulation"] = self.modulation.state_dict()
             state["saliency"] = self.saliency.state_dict()
@@ -172,6 +195,8 @@ class Learner:
         """Restore a `state_dict()` of a learner with the same networks."""
         if ("saliency" in state) != self.ser:
             raise ValueError("checkpoint and learner disagree on SER")
+        if state.get("head_config") != self.head_config:
+            raise ValueError("checkpoint and learner disagree on the output head")
         self.classifier.load_state_dict(state["classifier"])
         if self.modulation is not None:
             self.modulation.load_state_dict(state["modulation"])
@@ -249,6 +274,8 @@ def restore_learner(settings: TrainSettings, state: dict[str, Any], device: torc
     """
     net = SaliencyNet(**state["saliency_config"]) if settings.ser else None
     learner = build_learner(settings, device, net)
+    if "head_config" in state:
+        learner.set_head(PrototypeHead(**state["head_config"]))
     learner.load_state_dict(state)
     learner.train(False)
     return learner
