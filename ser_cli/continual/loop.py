@@ -323,9 +323,11 @@ def _check_stream(settings: TrainSettings, stream: TaskStream) -> None:
 
 
 def _check_same_settings(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    # A key the checkpoint lacks is a setting added since it was written: the run had its default.
+    saved = {k: saved.get(k, TrainSettings.model_fields[k].default) for k in current}
+    changed = [k for k in current if k not in RESUMABLE_CHANGES and saved[k] != current[k]]
     if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
         raise UserError(f"checkpoint was written with other train settings ({diffs}); resume with the same ones")
 
 

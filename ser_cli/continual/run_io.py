@@ -1,11 +1,11 @@
 """A finished run on disk: `RUN/model.pt` (the trained networks and what rebuilds them) and `RUN/run.json`.
 
-`model.pt` (kind `ser-run`, format 1) holds the run's `TrainSettings`, the learner's weights (classifier, and with
-SER the saliency network, its config and the modulation), the class names and the fingerprints of the data and
-maps files it was trained on. `run.json` holds what `ser compare` groups by: `config_hash` (sha256 of the train
-settings without `seed` and `checkpoint_every`, so seeds of one configuration share it), `method`, `ser`, `seed`
-and `data_fingerprint`. `load_run` gives back an object that evaluation and attacks use without caring whether
-SER is on.
+`model.pt` (kind `ser-run`, format 1) holds the run's `TrainSettings`, the learner's weights (classifier with its
+head, CoPE's prototypes included, and with SER the saliency network, its config and the modulation), the class names
+and the fingerprints of the data and maps files it was trained on. `run.json` holds what `ser compare` groups by:
+`config_hash` (sha256 of the train settings without `seed`, `checkpoint_every` and the settings of other methods,
+so seeds of one configuration share it), `method`, `ser`, `seed` and `data_fingerprint`. `load_run` gives back an
+object that evaluation and attacks use without caring whether SER is on.
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from ser_cli.runtime.errors import UserError
 KIND = "ser-run"
 FORMAT_VERSION = 1
 NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every")
+# Settings only one method reads, hashed only for that method (so adding them left every other run's hash as it was).
+METHOD_SETTINGS = {"cope_dim": "cope", "cope_temperature": "cope", "cope_momentum": "cope", "cope_iterations": "cope"}
 
 
 def config_hash(settings: TrainSettings) -> str:
-    """Identity of a configuration across seeds."""
-    config = {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_CONFIG_HASH}
+    """Identity of a configuration across seeds: the settings, less the seed, the bookkeeping and other methods' own."""
+    config = {k: v for k, v in settings.to_dict().items()
+              if k not in NOT_IN_CONFIG_HASH and METHOD_SETTINGS.get(k, settings.method) == settings.method}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -5,7 +5,8 @@ reads) adds the class-IL evaluation rule and the resolved kind of `classifier_in
 (the `train` section of `params.yaml`) adds what only the stage uses (`saliency_checkpoint`, `workers`,
 `classifier_init` as given) and converts with `TrainConfig.settings()`. Defaults follow the paper's online setting
 (Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8, replay minibatch 8, SGD lr
-0.01 without momentum, DER++ alpha 0.1 / beta 0.5, SER decoder lr 0.005.
+0.01 without momentum, DER++ alpha 0.1 / beta 0.5, CoPE 256-d prototypes / T 0.05 / momentum 0.9 / 5 inner
+iterations (the SER authors' code), SER decoder lr 0.005.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class TrainFields(Section):
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
     alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
     beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
+    cope_dim: int = Field(256, ge=1, description="CoPE embedding and prototype width.")
+    cope_temperature: float = Field(0.05, gt=0, description="CoPE temperature T of the PPP loss and the logits cos/T.")
+    cope_momentum: float = Field(0.9, ge=0, lt=1, description="CoPE prototype momentum m: p <- normalise(m p + (1 - m) "
+                                 "class mean of the batch's embeddings).")
+    cope_iterations: int = Field(5, ge=1, description="CoPE inner iterations per stream batch, each with a new replay "
+                                 "draw and one SGD step (the paper's code: 5).")
     stream_taps: Literal["train", "eval"] = Field(
         "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
         "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")
