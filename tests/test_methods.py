@@ -186,9 +186,9 @@ def test_optimizer_follows_settings_and_is_kept_across_tasks() -> None:
 
 
 def test_registry_lists_methods_and_rejects_unknown_names_and_missing_buffers() -> None:
-    assert method_names() == ["der", "derpp", "er", "er_ace", "joint", "sgd"]
+    assert method_names() == ["cope", "der", "derpp", "er", "er_ace", "joint", "sgd"]
     learner = build_learner(tiny_settings(), "cpu")
-    with pytest.raises(UserError, match="unknown method 'ewc'; choose one of: der, derpp, er, er_ace, joint, sgd"):
+    with pytest.raises(UserError, match="unknown method 'ewc'; choose one of: cope, der, derpp, er, er_ace, joint, "):
         build_method("ewc", learner, tiny_settings(), SHAPE)
     with pytest.raises(UserError, match="buffer_size"):
         build_method("derpp", learner, tiny_settings(buffer_size=0), SHAPE)
