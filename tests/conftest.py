@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ser_cli.config import SynthConfig
+
+if TYPE_CHECKING:
+    from ser_cli.models.saliency_net import SaliencyNet
 
 
 def make_synth(path: Path, **overrides) -> Path:
@@ -16,6 +20,22 @@ def make_synth(path: Path, **overrides) -> Path:
 
     base = dict(height=32, width=48, n_classes=4, train_per_class=6, test_per_class=3, seed=0)
     return synth.run(SynthConfig(**{**base, **overrides}), path)
+
+
+def seeded_saliency_net(seed: int = 0, backbone: str = "resnet18_reduced") -> SaliencyNet:
+    """A freshly initialised predictor in eval mode, its BatchNorm statistics moved off their defaults (so a
+    command that ignored them, or used train-mode statistics, would give other maps)."""
+    import torch
+
+    from ser_cli.models.saliency_net import SaliencyNet
+
+    torch.manual_seed(seed)
+    net = SaliencyNet(backbone)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
 
 
 @pytest.fixture(scope="session")

@@ -31,9 +31,8 @@ import pytest
 import torch
 
 from ser_cli.models.checkpoint import save_saliency_checkpoint
-from ser_cli.models.saliency_net import SaliencyNet
 from tests import faults
-from tests.conftest import make_synth
+from tests.conftest import make_synth, seeded_saliency_net
 from tests.fixtures_formats import write_salicon
 
 POINTS = 3
@@ -237,13 +236,8 @@ def _warm_imports() -> None:
 def inputs(tiny_synth: Path, tiny_synth_pretrain: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The inputs of every command: data files, a saliency model with moved BN statistics, a SALICON folder."""
     root = tmp_path_factory.mktemp("inputs")
-    torch.manual_seed(0)
-    net = SaliencyNet("resnet18_reduced")
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    save_saliency_checkpoint(root / "saliency.pt", net.eval(), "0" * 64, {})
+    net = seeded_saliency_net()
+    save_saliency_checkpoint(root / "saliency.pt", net, "0" * 64, {})
     sizes = {split: [(40 + i % 3, 56 + 2 * (i % 2)) for i in range(n)] for split, n in SALICON_ROWS.items()}
     return {
         "synth": tiny_synth,

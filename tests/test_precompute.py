@@ -25,6 +25,7 @@ from ser_cli.data.writer import StoreWriter
 from ser_cli.models import SaliencyNet
 from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
 from tests import faults
+from tests.conftest import seeded_saliency_net
 
 BATCH = ["--set", "precompute.batch_size=4"]  # 36 rows -> 9 batches
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly initialised resnet18_reduced predictor, with BN statistics moved off their defaults."""
-    torch.manual_seed(0)
-    net = SaliencyNet("resnet18_reduced")
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+    net = seeded_saliency_net()
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_saliency_checkpoint(path, net.eval(), "0" * 64, {})
+    save_saliency_checkpoint(path, net, "0" * 64, {})
     return path
 
 

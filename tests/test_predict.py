@@ -21,6 +21,7 @@ from ser_cli.data.image_files import output_names
 from ser_cli.data.store import DataFile
 from ser_cli.models import SaliencyNet
 from ser_cli.models.checkpoint import save_saliency_checkpoint
+from tests.conftest import seeded_saliency_net
 from tests.continual_data import tiny_settings
 
 H, W = 32, 48  # the model's input size
@@ -32,13 +33,7 @@ IMAGES = [("a/img.jpg", 37, 50), ("a/deep/big.png", 70, 90), ("b/img.png", H, W)
 @pytest.fixture(scope="module")
 def net() -> SaliencyNet:
     """A seeded resnet18_reduced predictor with BN statistics moved off their defaults."""
-    torch.manual_seed(0)
-    net = SaliencyNet("resnet18_reduced")
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    return seeded_saliency_net()
 
 
 @pytest.fixture(scope="module")
