@@ -151,7 +151,7 @@ class Learner:
         def modulate(i: int, c_pre: Tensor) -> Tensor:
             out = self.modulation(i, c_pre, taps[i])
             if record:
-                self._diagnostics.update(modulation_diagnostics(i, c_pre, out))
+                self._diagnostics.update(modulation_diagnostics(i, c_pre, out, self.classifier.activations[i]))
             return out
 
         return modulate
@@ -204,14 +204,15 @@ class Learner:
 
 
 @torch.no_grad()
-def modulation_diagnostics(i: int, c_pre: Tensor, out: Tensor) -> dict[str, Tensor]:
+def modulation_diagnostics(i: int, c_pre: Tensor, out: Tensor,
+                           act: Callable[[Tensor], Tensor] = torch.relu) -> dict[str, Tensor]:
     """How much the modulation at point `i` changes the classifier's features on a batch.
 
-    `mod_norm_ratio_i` = ||out|| / ||ReLU(c)||, the modulated features' norm against what the plain network would
+    `mod_norm_ratio_i` = ||out|| / ||act(c)||, the modulated features' norm against what the plain network would
     pass on (1: unchanged; << 1: the modulation crushes the features). `mod_zeroed_i` = the share of the units
-    ReLU(c) keeps active (> 0) that the modulation sets to zero.
+    act(c) keeps active (> 0) that the modulation sets to zero (<= 0). `act` is the backbone's activation there.
     """
-    plain = torch.relu(c_pre.float())  # (B, C, H, W)
+    plain = act(c_pre.float())  # (B, C, H, W)
     out = out.float()
     active = plain > 0
     ratio = out.norm() / plain.norm().clamp_min(1e-12)
@@ -255,7 +256,8 @@ def build_learner(
             f"{classifier.tap_channels}: pretrain the saliency net on train.backbone={settings.backbone!r}"
         )
     net = net.to(device, memory_format=memory_format)
-    modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks))
+    modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks),
+                                  classifier.activations)
     modulation = modulation.to(device, memory_format=memory_format)
     branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast, settings.stream_taps)
     return Learner(classifier, normalizer, branch, modulation, learner_autocast)

@@ -36,9 +36,9 @@ def input_gradient_saliency(logits_fn: Callable[[Tensor], Tensor], x01: Tensor, 
 def pooled_map_capture(backbone: nn.Module) -> Iterator[list[Tensor]]:
     """Record, on every forward of `backbone` inside the block, the feature map its head pools.
 
-    A `Backbone` (`ser_cli.models.registry`) runs its blocks and replaces ReLU(pre_i) after block i by
+    A `Backbone` (`ser_cli.models.registry`) runs its blocks and replaces its activation of pre_i after block i by
     `modulate(i, pre_i)` when given one (SER's modulation); its head pools the last of these outputs. A forward
-    pre-hook wraps that `modulate` argument (or the plain ReLU when there is none) so that the output at the last
+    pre-hook wraps that `modulate` argument (or the plain activation when there is none) so that the output at the last
     block is appended to the yielded list, still in the autograd graph. The hook is removed on exit.
 
     Args:
@@ -54,7 +54,7 @@ def pooled_map_capture(backbone: nn.Module) -> Iterator[list[Tensor]]:
         kwargs = dict(kwargs)
         if len(args) > 1:  # modulate given positionally
             args, kwargs["modulate"] = args[:1], args[1]
-        inner = kwargs.get("modulate") or _relu_at
+        inner = kwargs.get("modulate") or module.activate
 
         def modulate(i: int, pre: Tensor) -> Tensor:
             out = inner(i, pre)
@@ -70,11 +70,6 @@ def pooled_map_capture(backbone: nn.Module) -> Iterator[list[Tensor]]:
         yield captured
     finally:
         handle.remove()
-
-
-def _relu_at(i: int, pre: Tensor) -> Tensor:
-    """The plain network's activation (`Backbone`'s default)."""
-    return F.relu(pre)
 
 
 def grad_cam(logits_fn: Callable[[Tensor], Tensor], backbone: nn.Module, x01: Tensor, labels: Tensor) -> Tensor:

@@ -2,10 +2,11 @@
 
 SER (Bellitto et al., NeurIPS 2024, section 3) uses one backbone architecture for both the classifier and the
 saliency encoder, and modulates the classifier at five points (stem and after each stage) with the saliency
-encoder's pre-ReLU features. `Backbone` is that contract: a network made of five blocks that each return a pre-ReLU
-tap, run block by block with a pluggable activation between blocks, then whole-map average pooling and a linear
-head. Architectures only build their blocks and register a factory with `@register_backbone("name")`, in the style
-of timm's model registry.
+encoder's pre-activation features. `Backbone` is that contract: a network made of five blocks that each return a
+pre-activation tap, run block by block with the architecture's activation after each tap (ReLU for ResNets, ReLU6
+for MobileNetV2, SiLU for EfficientNet) or a pluggable replacement of it, then whole-map average pooling and a
+linear head. Architectures only build their blocks and register a factory with `@register_backbone("name")`, in the
+style of timm's model registry.
 """
 
 from collections.abc import Callable
@@ -17,22 +18,26 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
 
 Modulate = Callable[[int, Tensor], Tensor]
+Activation = Callable[[Tensor], Tensor]
 
 
 class Backbone(nn.Module):
-    """Five pre-ReLU blocks, global average pooling over the whole map, linear head.
+    """Five pre-activation blocks, global average pooling over the whole map, linear head.
 
-    Subclasses set `blocks` (5 modules, each mapping its input to a PRE-ReLU output), `tap_channels` (the
-    channels of those outputs), `head` (Linear from `tap_channels[-1]`) and `num_classes`.
+    Subclasses set `blocks` (5 modules, each mapping its input to a PRE-activation output), `tap_channels` (the
+    channels of those outputs), `head` (Linear from `tap_channels[-1]`) and `num_classes`; architectures whose
+    activation is not ReLU also set `activations` (5 out-of-place functions, the one after each tap).
     """
 
     blocks: nn.ModuleList
     tap_channels: list[int]
     head: nn.Linear
     num_classes: int
+    # Plain functions, not modules: no state-dict entries, so ResNet-18 checkpoints are unchanged.
+    activations: tuple[Activation, ...] = (F.relu,) * 5
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """The five pre-ReLU taps of the plain network (the saliency encoder's output).
+        """The five pre-activation taps of the plain network (the saliency encoder's output).
 
         Args:
             x: Images, (B, 3, H, W).
@@ -41,9 +46,9 @@ class Backbone(nn.Module):
             One tensor per block, (B, tap_channels[i], H_i, W_i); returned as computed, not cloned.
         """
         taps = [self.blocks[0](x)]
-        for block in self.blocks[1:]:
-            # Out-of-place ReLU: the taps must keep their negative values.
-            taps.append(block(F.relu(taps[-1])))
+        for act, block in zip(self.activations, self.blocks[1:], strict=False):
+            # Out-of-place activation: the taps must keep their negative values.
+            taps.append(block(act(taps[-1])))
         return taps
 
     def embed(self, x: Tensor, modulate: Modulate | None = None) -> Tensor:
@@ -51,12 +56,13 @@ class Backbone(nn.Module):
 
         Args:
             x: Images, (B, 3, H, W).
-            modulate: `modulate(i, pre_i)` replaces `relu(pre_i)` as the output of block i; None for the plain net.
+            modulate: `modulate(i, pre_i)` replaces `activations[i](pre_i)` as the output of block i; None for the
+                plain net.
 
         Returns:
             (B, tap_channels[-1]) averages over the whole last map.
         """
-        activate = modulate if modulate is not None else _relu_at
+        activate = modulate if modulate is not None else self.activate
         for i, block in enumerate(self.blocks):
             x = activate(i, block(x))  # (B, C_i, H_i, W_i)
         # Whole-map mean: the authors' avg_pool2d(kernel=H) saw only the left H columns of a non-square map.
@@ -66,10 +72,9 @@ class Backbone(nn.Module):
         """Logits, (B, num_classes); `modulate` as in `embed`."""
         return self.head(self.embed(x, modulate))
 
-
-def _relu_at(i: int, pre: Tensor) -> Tensor:
-    """The plain network's activation after block `i` (the index is unused)."""
-    return F.relu(pre)
+    def activate(self, i: int, pre: Tensor) -> Tensor:
+        """The plain network's activation after block `i`, out of place."""
+        return self.activations[i](pre)
 
 
 BACKBONES = Registry("backbone")

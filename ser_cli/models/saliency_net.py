@@ -1,13 +1,16 @@
-"""The saliency predictor of SER (NeurIPS 2024): a ResNet encoder with a UNISAL-style decoder.
+"""The saliency predictor of SER (NeurIPS 2024): a backbone encoder (ResNet-18 in the paper) with a UNISAL-style
+decoder.
 
 The decoder follows UNISAL (Droste et al., ECCV 2020) without its recurrent part, domain-specific modules and
 smoothing, adapted as in SER (method.md section 3; reference/saliency-datasets-and-metrics.md section 5.2): it reads
-the encoder's pre-ReLU taps f2, f3, f4 through a ReLU; optional learned Gaussian prior maps are concatenated to
-ReLU(f4); an inverted residual maps f4 to the width of f3; two bilinear upsamplings each concatenate a skip branch
-(1x1 expand x2, BN, ReLU6, Dropout2d(0.6), 1x1, BN) from f3 then f2 and an inverted residual (expand 2); a 1x1 conv
-gives one channel, nearest-upsampled to the input size, then a sigmoid. Decoder BN momentum is 0.01. Decoder widths
+the encoder's pre-activation taps f2, f3, f4 through the encoder's own activation there (ReLU for the ResNets);
+optional learned Gaussian prior maps are concatenated to act(f4); an inverted residual maps f4 to the width of f3;
+two bilinear upsamplings each concatenate a skip branch (1x1 expand x2, BN, ReLU6, Dropout2d(0.6), 1x1, BN) from f3
+then f2 and an inverted residual (expand 2); a 1x1 conv gives one channel, nearest-upsampled to the input size, then
+a sigmoid. Decoder BN momentum is 0.01. Decoder widths
 are the encoder's tap widths (256, 128, 64 for ResNet-18, as in UNISAL), so the reduced backbone gets a
-proportionally narrow decoder. With `resnet18` and no priors the network has 12,060,865 parameters.
+proportionally narrow decoder and a wide torchvision encoder a wide one; each upsampling goes to the size of the
+next skip's map, so any strides work. With `resnet18` and no priors the network has 12,060,865 parameters.
 """
 
 import itertools
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ser_cli.models.registry import Backbone, build_backbone
+from ser_cli.models.registry import Activation, Backbone, build_backbone
 from ser_cli.runtime.errors import UserError
 
 DECODER_BN_MOMENTUM = 0.01
@@ -121,16 +124,19 @@ def _random_layout(n: int) -> Tensor:
 
 
 class UnisalDecoder(nn.Module):
-    """Decoder from the encoder's pre-ReLU taps f2, f3, f4 to a one-channel saliency map in (0, 1)."""
+    """Decoder from the encoder's pre-activation taps f2, f3, f4 to a one-channel saliency map in (0, 1)."""
 
-    def __init__(self, tap_channels: list[int], n_gaussians: int) -> None:
+    def __init__(self, tap_channels: list[int], n_gaussians: int,
+                 activations: tuple[Activation, ...] | None = None) -> None:
         """Build the decoder.
 
         Args:
             tap_channels: Channels of the five encoder taps.
-            n_gaussians: Learned prior maps concatenated to ReLU(f4); 0 for none (the paper's setting).
+            n_gaussians: Learned prior maps concatenated to act(f4); 0 for none (the paper's setting).
+            activations: The encoder's activation after each tap (its `activations`); None: ReLU.
         """
         super().__init__()
+        self.activations = tuple(activations) if activations is not None else (F.relu,) * len(tap_channels)
         # The decoder path narrows through the encoder's own widths: 512 -> 256 -> 128 -> 64 for ResNet-18.
         c1, c2, c3, c4 = tap_channels[1:5]
         self.priors = GaussianPriors(n_gaussians) if n_gaussians > 0 else None
@@ -142,7 +148,7 @@ class UnisalDecoder(nn.Module):
         self.adaptation = nn.Conv2d(c1, 1, 1)
 
     def forward(self, taps: list[Tensor], size: tuple[int, int]) -> Tensor:
-        """Saliency map from the five pre-ReLU taps.
+        """Saliency map from the five pre-activation taps.
 
         Args:
             taps: Encoder taps; f2, f3, f4 = taps[2:5].
@@ -151,15 +157,16 @@ class UnisalDecoder(nn.Module):
         Returns:
             (B, 1, H, W) in (0, 1).
         """
-        f2, f3, f4 = (F.relu(t) for t in taps[2:5])
+        # H_i, W_i: the map size at tap i (H_4 = H/8 on the ResNet-18s, H/32 on the torchvision backbones).
+        f2, f3, f4 = (self.activations[i](taps[i]) for i in (2, 3, 4))
         if self.priors is not None:
-            f4 = torch.cat((f4, self.priors(f4)), dim=1)  # (B, C4 + n, H/8, W/8)
-        x = self.coarse(f4)  # (B, C3, H/8, W/8)
+            f4 = torch.cat((f4, self.priors(f4)), dim=1)  # (B, C4 + n, H_4, W_4)
+        x = self.coarse(f4)  # (B, C3, H_4, W_4)
         # Upsample to the skip's size rather than x2 so odd input sizes line up.
         x = F.interpolate(x, size=f3.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.mid(torch.cat((x, self.skip3(f3)), dim=1))  # (B, C2, H/4, W/4)
+        x = self.mid(torch.cat((x, self.skip3(f3)), dim=1))  # (B, C2, H_3, W_3)
         x = F.interpolate(x, size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.fine(torch.cat((x, self.skip2(f2)), dim=1))  # (B, C1, H/2, W/2)
+        x = self.fine(torch.cat((x, self.skip2(f2)), dim=1))  # (B, C1, H_2, W_2)
         x = F.interpolate(self.adaptation(x), size=size, mode="nearest")  # (B, 1, H, W)
         return torch.sigmoid(x)
 
@@ -185,7 +192,7 @@ class SaliencyNet(nn.Module):
         self.encoder: Backbone = build_backbone(backbone, num_classes=1)
         # Only the taps are used: drop the head so it adds no dead parameters (encoder(x) gives pooled features).
         self.encoder.head = nn.Identity()
-        self.decoder = UnisalDecoder(self.encoder.tap_channels, n_gaussians)
+        self.decoder = UnisalDecoder(self.encoder.tap_channels, n_gaussians, self.encoder.activations)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Saliency map and encoder features.
@@ -194,7 +201,7 @@ class SaliencyNet(nn.Module):
             x: Images, (B, 3, H, W).
 
         Returns:
-            The map, (B, 1, H, W) in (0, 1), and the encoder's five pre-ReLU taps.
+            The map, (B, 1, H, W) in (0, 1), and the encoder's five pre-activation taps.
         """
         taps = self.encoder.features(x)
         return self.decoder(taps, x.shape[-2:]), taps
