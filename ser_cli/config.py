@@ -85,6 +85,9 @@ class SaliencyConfig(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
+    backbone_weights: str | None = Field(
+        None, description="A local torchvision weights file (state dict, e.g. resnet50-*.pth) the encoder starts from; "
+        "torchvision backbones only (resnet50, mobilenet_v2, efficientnet_b0). null: random weights.")
     precision: Precision = Field("auto", description=PRECISION_HELP)
     checkpoint_every: int = Field(
         50, ge=0, description="Also write checkpoint.pt every N optimiser steps (0: only at epoch ends)."
@@ -94,6 +97,13 @@ class SaliencyConfig(Section):
         20, ge=0, description="After training, re-estimate BatchNorm statistics on N training batches with the "
         "final weights (precise BN); 0 keeps the running averages."
     )
+
+    @model_validator(mode="after")
+    def _one_encoder_start(self) -> SaliencyConfig:
+        if self.init_from and self.backbone_weights:
+            raise ValueError("saliency.init_from and saliency.backbone_weights both set the encoder's start; "
+                             "set only one")
+        return self
 
 
 class PrecomputeConfig(Section):
@@ -119,12 +129,26 @@ class TrainConfig(TrainFields):
         "train.saliency_checkpoint, head fresh), random, a classification checkpoint file, or auto (the authors' "
         "released protocol: plain methods from the saliency encoder when train.saliency_checkpoint is set, SER "
         "runs random).")
+    backbone_weights: str | None = Field(
+        None, description="A local torchvision weights file (state dict) the classifier's backbone starts from, head "
+        "fresh; torchvision backbones only (resnet50, mobilenet_v2, efficientnet_b0). null: train.classifier_init "
+        "decides.")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")
 
+    @model_validator(mode="after")
+    def _one_classifier_start(self) -> TrainConfig:
+        if self.backbone_weights and self.classifier_init not in ("auto", "random"):
+            raise ValueError(f"train.backbone_weights and train.classifier_init={self.classifier_init} both set the "
+                             "classifier's start; set only one")
+        return self
+
     def settings(self, class_il_logits: str = "seen") -> TrainSettings:
-        """The library's settings of this run: the shared keys, `classifier_init` resolved to its kind."""
+        """The library's settings of this run: the shared keys, `classifier_init` resolved to its kind (a
+        torchvision `backbone_weights` file is a checkpoint start)."""
         shared = {name: getattr(self, name) for name in TrainFields.model_fields}
         kind = resolve_classifier_init(self.classifier_init, self.ser, self.saliency_checkpoint)
+        if self.backbone_weights:
+            kind = "checkpoint"
         return TrainSettings(**shared, classifier_init=kind, class_il_logits=class_il_logits)
 
 

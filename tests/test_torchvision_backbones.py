@@ -191,3 +191,47 @@ def test_weights_file_round_trips_and_bad_files_are_one_line(tmp_path: Path) -> 
                                         r"backbones \(efficientnet_b0, mobilenet_v2, resnet50\), not ser's own"):
         load_torchvision_weights(build_backbone("resnet18_reduced", 4), tmp_path / "mnv2.pth",
                                  "saliency.backbone_weights")
+
+
+@pytest.mark.slow
+def test_pretrain_precompute_train_evaluate_with_mobilenet_v2_from_torchvision_weights(tmp_path: Path) -> None:
+    """The four commands end to end on a torchvision backbone, encoder and classifier started from one weights file."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+    from ser_cli.models.checkpoint import file_sha256
+    from tests.conftest import make_synth
+
+    data = make_synth(tmp_path / "d.h5", n_classes=4, train_per_class=4, test_per_class=2)
+    torch.manual_seed(4)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
+    sha = file_sha256(tmp_path / "mnv2.pth")
+    common = ["--device", "cpu", "--set", "saliency.backbone=mobilenet_v2", "--set", "train.backbone=mobilenet_v2"]
+    commands = {
+        "pretrain": ["pretrain-saliency", "--data", str(data), "--out", "sal", "--set", "saliency.epochs=1",
+                     "--set", "saliency.batch_size=4", "--set", "saliency.precise_bn_batches=1",
+                     "--set", "saliency.backbone_weights=mnv2.pth"],
+        "precompute": ["precompute", "--model", "sal/model.pt", "--data", str(data), "--out", "maps.h5"],
+        "train": ["train", "--data", str(data), "--maps", "maps.h5", "--out", "run", "--method", "derpp", "--ser",
+                  "--set", "train.saliency_checkpoint=sal/model.pt", "--set", "train.backbone_weights=mnv2.pth",
+                  "--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8",
+                  "--set", "train.batch_size=4", "--set", "train.minibatch_size=4"],
+        "evaluate": ["evaluate", "--run", "run", "--data", str(data), "--maps", "maps.h5", "--out", "eval",
+                     "--set", "evaluate.epsilons=[2/255]", "--set", "evaluate.pgd_steps=1",
+                     "--set", "evaluate.attack_images=4"],
+    }
+    runner = CliRunner()
+    for name, args in commands.items():
+        result = runner.invoke(app, ["-q", *args, *common])
+        assert result.exit_code == 0, f"{name}: {result.output}"
+    meta = torch.load("sal/model.pt", weights_only=True)["meta"]
+    assert meta["backbone_weights_sha256"] == sha and meta["params"]["backbone"] == "mobilenet_v2"
+    run = json.loads(Path("run/run.json").read_text())
+    assert run["identity"]["classifier_init"] == sha  # the run's identity names the weights file
+    train_m, eval_m = (json.loads(Path(f"{d}/metrics.json").read_text()) for d in ("run", "eval"))
+    assert eval_m["class_il_final_avg_acc"] == pytest.approx(train_m["class_il_final_avg_acc"])
+    assert "pgd_acc_eps_2" in eval_m
+    both = runner.invoke(app, ["-q", *commands["pretrain"], "--set", "saliency.init_from=mnv2.pth", *common])
+    assert both.exit_code == 2 and "set only one" in both.output

@@ -20,9 +20,10 @@ import torch
 
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
-from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
+from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.continual.run_identity import RunIdentity, check_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
+from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
@@ -31,6 +32,7 @@ from ser_cli.metrics.continual import SCENARIOS, continual_metrics
 from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
 from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.models.torchvision_backbones import load_torchvision_weights
 from ser_cli.plots.continual import plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
@@ -57,7 +59,8 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     """
     out = Path(out)
     check_disjoint({"--out": out}, {"--data": data, "--maps": maps,
-                                    "train.saliency_checkpoint": params.train.saliency_checkpoint})
+                                    "train.saliency_checkpoint": params.train.saliency_checkpoint,
+                                    "train.backbone_weights": params.train.backbone_weights})
     dev = resolve_device(device)
     settings = params.train.settings(params.evaluate.class_il_logits)
     data_file = DataFile(data)
@@ -117,6 +120,10 @@ def _classifier_weights(params: Params, settings: TrainSettings,
     if settings.classifier_init == "random":
         return None, None
     template = build_backbone(settings.backbone, settings.n_classes)
+    if params.train.backbone_weights:
+        path = Path(params.train.backbone_weights)
+        load_torchvision_weights(template, path, "train.backbone_weights")
+        return backbone_weights(template, template.state_dict(), f"train.backbone_weights {path}"), file_sha256(path)
     if settings.classifier_init == "saliency":
         source = f"train.classifier_init=saliency: {params.train.saliency_checkpoint}"
         return backbone_weights(template, saliency_net.encoder.state_dict(), source), None  # sha: the saliency's
