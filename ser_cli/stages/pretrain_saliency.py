@@ -36,6 +36,7 @@ from ser_cli.metrics.saliency import cc
 from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.models.torchvision_backbones import load_torchvision_weights
 from ser_cli.plots.saliency_grid import plot_saliency_grid
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_resumable, remove_checkpoint, save_checkpoint
@@ -64,6 +65,9 @@ GRID_IMAGES = 6
 INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host sync)
 # Settings that may change between an interrupted run and its resume without changing what is computed.
 RESUMABLE_KEYS = {"epochs", "checkpoint_every", "workers", "precise_bn_batches"}
+# Keys added after runs were made, left out of identities and model.pt at this value (what those runs did), so an
+# older run's checkpoint still resumes and a one-process model.pt holds the same metadata as before.
+LATER_KEYS = {"backbone_weights": None}
 # Fault injection for the resume tests: SIGKILL this process after N optimiser steps (a real kill -9).
 LOG_FIELDS = ("epoch", "loss", "train_cc", "val_kld", "val_cc", "lr_decoder", "seconds")
 
@@ -80,12 +84,13 @@ class PretrainResult:
 def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", restart: bool = False) -> PretrainResult:
     """Train (or resume), evaluate against the centre bias and write the outputs to `out`."""
     data, out = Path(data), Path(out)
-    check_disjoint({"--out": out}, {"--data": data, "--init-from": cfg.init_from})
+    check_disjoint({"--out": out}, {"--data": data, "--init-from": cfg.init_from,
+                                    "saliency.backbone_weights": cfg.backbone_weights})
     device = resolve_device(device_name)
     info = _check_data(data, cfg)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    identity = {"params": cfg.model_dump(mode="json", exclude=RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
+    identity = {"params": params_dump(cfg, RESUMABLE_KEYS), "data_fingerprint": info.fingerprint}
     saved = load_resumable(out / CHECKPOINT, identity, RESUME_KEYS, restart)
     net = _build_net(cfg, fresh=saved is None)
     net = net.to(device, memory_format=torch.channels_last)
@@ -103,6 +108,12 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto", r
         dataset.close()
 
 
+def params_dump(cfg: SaliencyConfig, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The parameters as recorded in identities and model.pt: `LATER_KEYS` at their old value left out."""
+    later = {k for k, v in LATER_KEYS.items() if getattr(cfg, k) == v}
+    return cfg.model_dump(mode="json", exclude=set(exclude) | later)
+
+
 def _check_data(data: Path, cfg: SaliencyConfig) -> DataFile:
     info = DataFile(data)
     train = info.splits["train"]
@@ -116,12 +127,16 @@ def _check_data(data: Path, cfg: SaliencyConfig) -> DataFile:
 
 
 def _build_net(cfg: SaliencyConfig, fresh: bool) -> SaliencyNet:
-    """The seeded network; a fresh run loads `init_from` into its encoder (a resumed one gets its checkpoint)."""
+    """The seeded network; a fresh run loads `init_from` or the torchvision `backbone_weights` into its encoder (a
+    resumed one gets its checkpoint)."""
     seed_everything(cfg.seed)
     net = SaliencyNet(cfg.backbone, cfg.n_gaussians)
     if fresh and cfg.init_from:
         n = load_classifier_encoder(net.encoder, Path(cfg.init_from))
         log(f"encoder initialised from {cfg.init_from} ({n} tensors)")
+    if fresh and cfg.backbone_weights:
+        n = load_torchvision_weights(net.encoder, Path(cfg.backbone_weights), "saliency.backbone_weights")
+        log(f"encoder initialised from torchvision weights {cfg.backbone_weights} ({n} tensors)")
     return net
 
 
@@ -188,9 +203,11 @@ def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.da
     grid = _write_predictions(out / "predictions.png", trainer, val_rows[:GRID_IMAGES])
     write_json_atomic(out / "metrics.json", metrics)
     cfg = trainer.cfg
-    meta = {"params": cfg.model_dump(mode="json"), "metrics": metrics, "data": str(info.path),
+    meta = {"params": params_dump(cfg), "metrics": metrics, "data": str(info.path),
             "val_rows": val_rows.tolist(), "ser_version": __version__,
             "init_from_sha256": file_sha256(Path(cfg.init_from)) if cfg.init_from else None}
+    if cfg.backbone_weights:  # only then: model.pt of other runs keeps the metadata it always had
+        meta["backbone_weights_sha256"] = file_sha256(Path(cfg.backbone_weights))
     save_saliency_checkpoint(out / "model.pt", trainer.net, info.fingerprint, meta)
     remove_checkpoint(out / CHECKPOINT)
     files = [out / "model.pt", out / "metrics.json", grid, out / "train_log.csv"]
