@@ -38,6 +38,7 @@ from ser_cli import __version__
 from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS, open_checked, read_attr
 from ser_cli.data.store import DataFile
 from ser_cli.runtime.disk import check_free_space
+from ser_cli.runtime.distributed import rank_batches
 from ser_cli.runtime.errors import RunFailure, UserError
 
 WORK_KIND = "ser-maps-work"
@@ -109,9 +110,7 @@ class ShardPlan:
 
     def batches(self, split: str, rank: int) -> Iterator[tuple[int, int]]:
         """(start, stop) of the batches of `split` that `rank` computes, in row order."""
-        n = self.sizes[split]
-        for start in range(rank * self.batch_size, n, self.batch_size * self.world_size):
-            yield start, min(start + self.batch_size, n)
+        yield from rank_batches(self.sizes[split], self.batch_size, rank, self.world_size)
 
     def owner(self, row: int) -> int:
         """The rank that computes `row`."""
