@@ -73,7 +73,8 @@ class SaliencyConfig(Section):
     backbone: str = Field("resnet18_reduced", description="Encoder backbone; must match the classifier's for SER.")
     n_gaussians: int = Field(0, ge=0, le=64, description="Learned Gaussian prior maps (UNISAL: 16; the paper: 0).")
     epochs: int = Field(4, ge=1, description="Passes over the pretraining split (SynthSal defaults: ~3 CPU-minutes).")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Images per optimiser step and process: under torchrun with K "
+                            "processes each takes batch_size images, a step sees K * batch_size.")
     lr: float = Field(0.05, gt=0, description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
     encoder_lr_factor: float = Field(0.1, gt=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -96,6 +97,11 @@ class SaliencyConfig(Section):
     precise_bn_batches: int = Field(
         20, ge=0, description="After training, re-estimate BatchNorm statistics on N training batches with the "
         "final weights (precise BN); 0 keeps the running averages."
+    )
+    sync_bn: bool = Field(
+        False, description="Under torchrun: BatchNorm statistics over the K processes' batches together "
+        "(synchronised BatchNorm), so K processes train like one with a K-fold batch; false: each process "
+        "normalises with its own batch's statistics. No effect in one process."
     )
 
     @model_validator(mode="after")

@@ -36,6 +36,9 @@ def pretrain_saliency(
 
     Writes OUT/model.pt, metrics.json, predictions.png and train_log.csv.
     An interrupted run resumes from OUT/checkpoint.pt when the same command is run again.
+
+    Data-parallel: torchrun --nproc_per_node=K -m ser_cli pretrain-saliency ... trains on K processes,
+    saliency.batch_size images each per step (saliency.sync_bn=true: BatchNorm over all K batches).
     """
     from ser_cli.stages import pretrain_saliency as stage
 
@@ -43,6 +46,8 @@ def pretrain_saliency(
     if init_from is not None:
         cfg = cfg.model_copy(update={"init_from": str(init_from)})
     result = stage.run(cfg, data, out, device_name=device, restart=restart)
+    if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps({"model": str(result.model), "files": [str(f) for f in result.files],
                                "metrics": result.metrics}, indent=2, sort_keys=True))

@@ -9,6 +9,13 @@ lag the weights by ~100 steps, which a short pretraining feels as a worse eval-m
 training rows in epoch `e` depends only on (seed, e), and the trainer counts optimiser steps within the epoch, so
 a run resumed from a checkpoint rebuilds the same loader, skips the batches already consumed and continues exactly
 where it stopped. Nothing here prints: the stage owns progress.
+
+On K ranks (`torchrun`) the network runs inside DistributedDataParallel and each rank takes its share of the same
+epoch order through a `DistributedSampler` (`runtime.distributed.sampler_share`): `batch_size` is per rank, and
+step s of the K ranks together covers exactly the rows of one process's step s with batch K * batch_size.
+DistributedSampler's own shuffle (seeded by seed + epoch through `set_epoch`) is not used: the order stays
+`epoch_order(seed, epoch)`, which is what makes K ranks reproduce one process with the K-fold batch. Epoch means
+and validation scores are sums and counts summed over ranks before dividing.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from ser_cli.config import SaliencyConfig
 from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime import distributed
 from ser_cli.runtime.device import autocast
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.seeding import derive_seed
@@ -34,6 +42,8 @@ ORDER_STREAM = 2
 PRECISE_BN_STREAM = 3
 Normalize = Callable[[Tensor], Tensor]
 Predict = Callable[[Tensor], Tensor]
+Reduce = Callable[[Tensor], Tensor]  # sums over ranks (`runtime.distributed.all_sum_`), or nothing in one process
+SCORES = ("kld", "cc", "sim", "nss", "auc_judd")  # every key `saliency_scores` may return, in a fixed order
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +118,8 @@ class SaliencyTrainer:
     """
 
     def __init__(self, net: SaliencyNet, cfg: SaliencyConfig, device: torch.device, normalize: Normalize,
-                 dataset: Dataset, train_rows: np.ndarray) -> None:
+                 dataset: Dataset, train_rows: np.ndarray,
+                 info: distributed.DistInfo = distributed.ONE_PROCESS) -> None:
         """Set up the optimiser.
 
         Args:
@@ -118,9 +129,12 @@ class SaliencyTrainer:
             normalize: uint8 images (B, 3, H, W) -> normalised float images on `device`.
             dataset: Items as `SplitDataset(..., with_fixations=True)` returns them.
             train_rows: Dataset indices to train on.
+            info: This process's place in a torchrun launch (one process by default); the process group must be
+                joined before.
         """
         self.net, self.cfg, self.device, self.normalize = net, cfg, device, normalize
-        self.dataset, self.train_rows = dataset, train_rows
+        self.dataset, self.train_rows, self.info = dataset, train_rows, info
+        self.model = distributed.wrap_ddp(net, device, info)  # what the training steps run (`net` in one process)
         self.optimizer = build_optimizer(net, cfg)
         self.epoch, self.step = 0, 0
         self.log: list[dict[str, float]] = []
@@ -128,13 +142,15 @@ class SaliencyTrainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.train_rows) // self.cfg.batch_size)
+        per_rank = -(-len(self.train_rows) // self.info.world_size)
+        return -(-per_rank // self.cfg.batch_size)
 
     def train_epoch(self) -> Iterator[StepResult]:
         """Run the rest of the current epoch, yielding after every optimiser step (the caller may checkpoint)."""
         set_epoch_lr(self.optimizer, self.cfg, self.epoch)
-        order = epoch_order(self.train_rows, self.cfg.seed, self.epoch)[self.step * self.cfg.batch_size:]
-        self.net.train()
+        order = epoch_order(self.train_rows, self.cfg.seed, self.epoch)
+        order = distributed.sampler_share(order, self.info)[self.step * self.cfg.batch_size:]
+        self.model.train()
         for batch in make_loader(self.dataset, order, self.cfg.batch_size, self.cfg.workers):
             loss, batch_cc = self._train_step(batch)
             self._sums += torch.stack((loss, batch_cc)).double()
@@ -145,7 +161,7 @@ class SaliencyTrainer:
         target = batch[1].to(self.device, non_blocking=True)  # (B, H, W), each map sums to 1
         fixations = batch[4].to(self.device, non_blocking=True) if self.cfg.w_nss > 0 else None  # (B, H, W) bool
         with autocast(self.cfg.precision, self.device):
-            pred, _ = self.net(self.normalize(batch[0]))  # (B, 1, H, W)
+            pred, _ = self.model(self.normalize(batch[0]))  # (B, 1, H, W)
         pred = pred[:, 0].float()  # losses in fp32: the KLD's epsilon is far below bf16 resolution
         loss = saliency_loss(pred, target, fixations, w_cc=self.cfg.w_cc, w_nss=self.cfg.w_nss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -154,26 +170,35 @@ class SaliencyTrainer:
         return loss.detach(), cc(pred.detach(), target).mean()
 
     def epoch_means(self) -> tuple[float, float]:
-        """Mean training loss and CC over the current epoch's steps (one host sync).
+        """Mean training loss and CC over the current epoch's steps of every rank (one host sync).
 
         Raises:
             RunFailure: the loss is not finite (diverged).
         """
-        loss_sum, cc_sum = self._sums.tolist()
-        mean_loss = loss_sum / max(self.step, 1)
+        steps = max(self.step, 1) * self.info.world_size
+        loss_sum, cc_sum = distributed.all_sum_(self._sums.clone()).tolist()
+        mean_loss = loss_sum / steps
         if not np.isfinite(mean_loss):
             raise RunFailure(f"saliency loss became {mean_loss} in epoch {self.epoch + 1}; lower saliency.lr")
-        return mean_loss, cc_sum / max(self.step, 1)
+        return mean_loss, cc_sum / steps
 
     def precise_bn(self, n_batches: int) -> None:
-        """Re-estimate every BatchNorm's running statistics on `n_batches` training batches (a fixed draw)."""
+        """Re-estimate every BatchNorm's running statistics on `n_batches` training batches (a fixed draw).
+
+        On K ranks each rank takes its share of the draw's first n_batches * K * batch_size rows; the ranks'
+        statistics are then averaged (with synchronised BatchNorm they are already equal, each from the K ranks'
+        batches together, and the average leaves them unchanged).
+        """
         if n_batches == 0:
             return
         rng = np.random.default_rng(derive_seed(self.cfg.seed, PRECISE_BN_STREAM))
-        rows = rng.permutation(self.train_rows)[: n_batches * self.cfg.batch_size]
-        loader = make_loader(self.dataset, rows, self.cfg.batch_size, self.cfg.workers)
+        rows = rng.permutation(self.train_rows)[: n_batches * self.cfg.batch_size * self.info.world_size]
+        loader = make_loader(self.dataset, distributed.sampler_share(rows, self.info), self.cfg.batch_size,
+                             self.cfg.workers)
         with autocast(self.cfg.precision, self.device):
             recompute_bn_stats(self.net, (self.normalize(batch[0]) for batch in loader))
+        if self.info.is_distributed:
+            _average_bn_stats(self.net, self.info.world_size)
 
     def end_epoch(self, record: dict[str, float]) -> None:
         """Close the current epoch: append `record` to the log and move to the next epoch's first step."""
@@ -193,6 +218,15 @@ class SaliencyTrainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self._sums.copy_(state["sums"])
         self.log = list(state["log"])
+
+
+@torch.no_grad()
+def _average_bn_stats(net: nn.Module, world_size: int) -> None:
+    """Every BatchNorm's running mean and variance replaced by their average over the ranks."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for stat in (m.running_mean, m.running_var):
+                distributed.all_sum_(stat).div_(world_size)
 
 
 @torch.no_grad()
@@ -240,12 +274,13 @@ def center_bias_predictor(height: int, width: int, device: torch.device) -> Pred
 
 
 @torch.no_grad()
-def evaluate_maps(predict: Predict, loader: DataLoader, normalize: Normalize,
-                  device: torch.device) -> dict[str, float]:
+def evaluate_maps(predict: Predict, loader: DataLoader, normalize: Normalize, device: torch.device,
+                  reduce: Reduce | None = None) -> dict[str, float]:
     """Mean KLD, CC, SIM (+ NSS, AUC-Judd where items carry fixation masks) of `predict` over `loader`.
 
     Images without fixations give NaN NSS / AUC and are left out of those two means; a metric no image could
-    score is NaN. Sums stay on the device; one host sync at the end.
+    score is NaN. Sums stay on the device; one host sync at the end. With `reduce` (each rank scoring its share
+    of the images), sums and counts are summed over the ranks first, so the means are those of all the images.
     """
     sums: dict[str, Tensor] = {}
     counts: dict[str, Tensor] = {}
@@ -257,5 +292,9 @@ def evaluate_maps(predict: Predict, loader: DataLoader, normalize: Normalize,
             valid = ~torch.isnan(values)
             sums[name] = sums.get(name, 0) + torch.where(valid, values, 0).double().sum()
             counts[name] = counts.get(name, 0) + valid.sum()
+    if reduce is not None:  # every rank the same keys, in the same order, also one that scored no image
+        totals = reduce(torch.tensor([[float(sums.get(k, 0)), float(counts.get(k, 0))] for k in SCORES],
+                                     dtype=torch.float64, device=device))  # (len(SCORES), 2)
+        return {k: s / c if c else float("nan") for k, (s, c) in zip(SCORES, totals.tolist(), strict=True)}
     means = torch.stack([sums[name] / counts[name] for name in sums]).tolist()  # 0 / 0 = NaN for no valid image
     return dict(zip(sums, means, strict=True))
