@@ -17,10 +17,12 @@ from ser_cli.metrics.robustness import (
     check_epsilons,
     eps_label,
     fgsm,
+    image_generators,
     metric_key,
     pgd,
     robust_accuracy,
     stratified_subset,
+    uniform_start,
 )
 from ser_cli.models import SaliencyNet, build_backbone, build_modulation
 from ser_cli.runtime.errors import UserError
@@ -67,7 +69,9 @@ def _accuracy(logits, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def test_attack_ordering_on_a_trained_model(trained: tuple) -> None:
     logits, x, y = trained
-    result = robust_accuracy(logits, [(x[:48], y[:48]), (x[48:], y[48:])], ["pgd", "fgsm"], EPSILONS,
+    ids = torch.arange(len(y))
+    batches = [(x[:48], y[:48], ids[:48]), (x[48:], y[48:], ids[48:])]
+    result = robust_accuracy(logits, batches, ["pgd", "fgsm"], EPSILONS,
                              AttackSettings(pgd_steps=10, pgd_step_factor=0.25), seed=0)
     assert result.n_images == 96
     assert result.clean == pytest.approx(_accuracy(logits, x, y)) and result.clean >= 95.0
@@ -96,6 +100,19 @@ def test_pgd_iterates_stay_in_the_ball_and_the_image_range(trained: tuple) -> No
     assert float((adv - x).abs().max()) > eps / 2  # it did move
     again = pgd(logits, x, y, eps, AttackSettings(pgd_steps=5), torch.Generator().manual_seed(1))
     assert torch.equal(adv, again)  # seeded random start: reproducible
+
+
+def test_random_starts_are_per_image_whatever_the_batch() -> None:
+    """Image i's start is eps * (2u - 1) with u from (seed, i): the same alone, in any batch, for any epsilon."""
+    x, ids = torch.rand(5, 3, 4, 6), [7, 3, 11, 0, 2]
+    together = uniform_start(x, 0.1, image_generators(0, ids, torch.device("cpu")))  # (5, 3, 4, 6)
+    for i, image in enumerate(ids):
+        alone = uniform_start(x[i : i + 1], 0.1, image_generators(0, [image], torch.device("cpu")))
+        assert torch.equal(alone[0], together[i])
+    bigger = uniform_start(x, 0.2, image_generators(0, ids, torch.device("cpu")))
+    torch.testing.assert_close(bigger, 2 * together)  # common random numbers over epsilons
+    assert float(together.abs().max()) <= 0.1 and float(together.std()) > 0.05
+    assert not torch.equal(together, uniform_start(x, 0.1, image_generators(1, ids, torch.device("cpu"))))
 
 
 def test_pgd_ascends_the_loss_more_than_fgsm(trained: tuple) -> None:

@@ -34,7 +34,11 @@ def evaluate(
 
     Writes OUT/metrics.json, OUT/run.json, OUT/plots/*.csv and the PNGs accuracy_matrix, avg_accuracy,
     robustness and saliency_overlay. Prints OUT (or, with --json, the metrics) on stdout.
+
+    Shardable: torchrun --nproc_per_node=K -m ser_cli evaluate ... splits the test batches and the attacks over
+    K processes; the metrics are the same as one process's.
     """
+    from ser_cli.runtime import distributed
     from ser_cli.runtime.device import resolve_device
     from ser_cli.stages import evaluate as stage
 
@@ -42,9 +46,11 @@ def evaluate(
     stage.check_run_dir(run)
     from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
 
-    dev = resolve_device(device)
+    dev = distributed.rank_device(resolve_device(device), distributed.detect())
     result = stage.run(cfg, load_run(run, dev), data, out, maps, dev, source={"run_dir": str(run)},
                        overwrite=overwrite)
+    if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps({"out": str(result.out), **result.metrics}, indent=2, sort_keys=True))
     else:

@@ -7,13 +7,14 @@ e.g. SynthSal), with `attention_on_object_chance`, the same share for a uniform 
 `attention_saliency_cc`, the CC between Grad-CAM and the target saliency map (the maps file, or the data file's
 own maps). This turns the paper's qualitative claim (SER makes the classifier attend to salient regions) into a
 measurement. Images whose Grad-CAM is all zero (no channel with positive evidence for the true class) have no
-attention and are left out of both means; `gradcam_zero_maps` counts them.
+attention and are left out of both means; `gradcam_zero_maps` counts them. Sums are kept per batch and folded in batch
+order (`merge_attention`), so a pass split over processes gives the one-process numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -42,11 +43,14 @@ def gradcam_of(model: EvaluableRun, scope: EvalScope, x01: Tensor, labels: Tenso
     return grad_cam(scope.logits_fn(model), model.classifier, x01, labels).detach()
 
 
-def run_attention_pass(model: EvaluableRun, scope: EvalScope, loader: TestLoader, rows: np.ndarray,
-                       on_batch: Callable[[int], None] = lambda n: None) -> AttentionSums:
-    """Grad-CAM of test rows `rows` (sorted) in batches, scored against object masks and target maps."""
-    sums = AttentionSums()
+def attention_batches(model: EvaluableRun, scope: EvalScope, loader: TestLoader, rows: np.ndarray,
+                      on_batch: Callable[[int], None] = lambda n: None) -> list[AttentionSums]:
+    """Grad-CAM of test rows `rows` (sorted) in batches, scored against object masks and target maps; one
+    `AttentionSums` per batch, in order."""
+    parts = []
     for x01, labels, maps, _, batch_rows in loader.batches(rows):
+        sums = AttentionSums()
+        parts.append(sums)
         cam = gradcam_of(model, scope, x01, labels)  # (B, H, W)
         alive = cam.flatten(1).amax(dim=1) > 0  # (B,) images with some attention
         sums.images += len(labels)
@@ -58,7 +62,16 @@ def run_attention_pass(model: EvaluableRun, scope: EvalScope, loader: TestLoader
             sums.saliency_cc += float(cc(cam[alive], maps[alive].float()).double().sum())
             sums.with_targets += int(alive.sum())
         on_batch(len(labels))
-    return sums
+    return parts
+
+
+def merge_attention(parts: Iterable[AttentionSums]) -> AttentionSums:
+    """The sums of per-batch sums, folded in the order given."""
+    total = AttentionSums()
+    for part in parts:
+        for f in fields(AttentionSums):
+            setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+    return total
 
 
 def _add_on_object(sums: AttentionSums, cam: Tensor, masks: Tensor) -> None:

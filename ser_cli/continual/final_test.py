@@ -2,13 +2,15 @@
 
 Class-IL / task-IL hits per task (`metrics.accuracy.hits_per_task`, the same counting as the training loop's
 per-task evaluation), the saliency branch's scores against the test maps (SER runs), and the model's forward time.
-Works on anything with the `EvaluableRun` interface (`continual.run_io.LoadedRun`); prints nothing.
+Works on anything with the `EvaluableRun` interface (`continual.run_io.LoadedRun`); prints nothing. The pass yields
+one `EvalPass` per batch and `merge_passes` folds them in batch order, so batches computed by several processes
+(`torchrun ... evaluate`) fold into the same numbers, bit for bit, as one process's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,22 +126,38 @@ class TestLoader:
             dataset.close()
 
 
-def run_test_pass(model: EvaluableRun, scope: EvalScope, loader: TestLoader,
-              on_batch: Callable[[int], None] = lambda n: None) -> EvalPass:
-    """Accuracy per task, saliency scores and forward time over every test image in scope.
+def eval_pass_batches(model: EvaluableRun, scope: EvalScope, loader: TestLoader, rows: np.ndarray,
+                      on_batch: Callable[[int], None] = lambda n: None) -> list[EvalPass]:
+    """Accuracy per task, saliency scores and forward time of each batch of test rows `rows` (in scope), in order.
 
     `on_batch(n)` is called after each batch of n images (e.g. a progress bar's advance).
     """
-    T = scope.n_tasks
-    result = EvalPass(np.zeros(T, np.int64), np.zeros(T, np.int64), np.zeros(T, np.int64))
-    ser = model.settings.ser
-    for i, (x01, labels, maps, fix, _) in enumerate(loader.batches(scope.rows, ser and scope.has_fixations)):
-        logits = _timed_logits(model, x01, result, warmup=i == 0)
-        _count_hits(result, logits, labels, scope)
+    T, ser, parts = scope.n_tasks, model.settings.ser, []
+    for i, (x01, labels, maps, fix, _) in enumerate(loader.batches(rows, ser and scope.has_fixations)):
+        part = EvalPass(np.zeros(T, np.int64), np.zeros(T, np.int64), np.zeros(T, np.int64))
+        logits = _timed_logits(model, x01, part, warmup=i == 0)
+        _count_hits(part, logits, labels, scope)
         if ser and loader.has_targets:
-            _add_saliency(result, model.saliency_map(x01), maps, fix)
+            _add_saliency(part, model.saliency_map(x01), maps, fix)
+        parts.append(part)
         on_batch(len(labels))
-    return result
+    return parts
+
+
+def merge_passes(parts: Iterable[EvalPass], n_tasks: int) -> EvalPass:
+    """One pass from per-batch passes, sums folded in the order given (batch order: the one-process numbers)."""
+    total = EvalPass(np.zeros(n_tasks, np.int64), np.zeros(n_tasks, np.int64), np.zeros(n_tasks, np.int64))
+    for part in parts:
+        total.class_hits += part.class_hits
+        total.task_hits += part.task_hits
+        total.counts += part.counts
+        for name, value in part.saliency_sums.items():
+            total.saliency_sums[name] = total.saliency_sums.get(name, 0.0) + value
+            total.saliency_counts[name] = total.saliency_counts.get(name, 0) + part.saliency_counts[name]
+        total.seconds += part.seconds
+        total.timed_images += part.timed_images
+        total.warmup = (total.warmup[0] + part.warmup[0], total.warmup[1] + part.warmup[1])
+    return total
 
 
 @torch.no_grad()

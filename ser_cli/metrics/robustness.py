@@ -8,11 +8,16 @@ its 3.5.1 release pins `requests~=2.25.1` and would downgrade requests / urllib3
 function is `logits(x01)`: images in [0, 1], any normalisation inside, so the attack sees the model end to end
 (for SER the saliency branch too, method.md section 5). The loss is cross-entropy of the true label over every
 logit (class-IL over the classes of all tasks). Accuracies are percentages.
+
+PGD's random start is drawn per image: image i of the evaluation starts from eps * (2u - 1), with u uniform from a
+generator seeded by (seed, i). An image's attack then does not depend on the batch it runs in, on how the images are
+split over processes (`torchrun ... evaluate`) or on the other epsilons; the same u for every epsilon (common random
+numbers) also keeps the robustness curve free of independent start noise between budgets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.seeding import derive_seed
 
 Logits = Callable[[Tensor], Tensor]  # x01 (B, 3, H, W) in [0, 1] -> (B, n_classes)
+Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per image
+START_STREAM = 5  # derive_seed stream of PGD's per-image random starts
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,15 @@ class AttackSettings:
     pgd_step_factor: float = 0.25
 
 
-Attack = Callable[[Logits, Tensor, Tensor, float, AttackSettings, "torch.Generator | None"], Tensor]
+Attack = Callable[[Logits, Tensor, Tensor, float, AttackSettings, Generators], Tensor]
 ATTACKS: dict[str, Attack] = {}
 
 
 def register_attack(name: str) -> Callable[[Attack], Attack]:
-    """Register `attack(logits, x01, labels, eps, settings, generator) -> adversarial x01` under `name`."""
+    """Register `attack(logits, x01, labels, eps, settings, generator) -> adversarial x01` under `name`.
+
+    `generator` is one generator for the batch, one per image (row i of the batch draws from the i-th), or None.
+    """
 
     def decorate(attack: Attack) -> Attack:
         if name in ATTACKS:
@@ -67,12 +78,25 @@ def _input_gradient(logits: Logits, x: Tensor, labels: Tensor) -> Tensor:
     return grad
 
 
+def uniform_start(x: Tensor, eps: float, generator: Generators) -> Tensor:
+    """Noise uniform in [-eps, eps] shaped like x (B, 3, H, W), from one generator or one per image."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    return torch.stack([torch.empty_like(xi).uniform_(-eps, eps, generator=g) for xi, g in zip(x, generator,
+                                                                                                 strict=True)])
+
+
+def image_generators(seed: int, image_ids: Iterable[int], device: torch.device) -> list[torch.Generator]:
+    """One fresh generator per image, seeded by (seed, image id): the image's random start, wherever it runs."""
+    return [torch.Generator(device=device).manual_seed(derive_seed(seed, START_STREAM, int(i))) for i in image_ids]
+
+
 @register_attack("pgd")
 def pgd(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackSettings,
-        generator: torch.Generator | None = None) -> Tensor:
+        generator: Generators = None) -> Tensor:
     """L-inf PGD with a uniform random start; every iterate stays in the eps-ball around x and in [0, 1]."""
     step = eps * settings.pgd_step_factor
-    noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)  # (B, 3, H, W)
+    noise = uniform_start(x, eps, generator)  # (B, 3, H, W)
     adv = (x + noise).clamp(0, 1).detach()
     for _ in range(settings.pgd_steps):
         adv = adv + step * _input_gradient(logits, adv, labels).sign()
@@ -82,7 +106,7 @@ def pgd(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackS
 
 @register_attack("fgsm")
 def fgsm(logits: Logits, x: Tensor, labels: Tensor, eps: float, settings: AttackSettings,
-         generator: torch.Generator | None = None) -> Tensor:
+         generator: Generators = None) -> Tensor:
     """One signed-gradient step of size eps, clipped to [0, 1] (deterministic; `settings`, `generator` unused)."""
     grad = _input_gradient(logits, x, labels)
     return (x + eps * grad.sign()).clamp(0, 1).detach()
@@ -153,35 +177,49 @@ class RobustnessResult:
         return rows
 
 
-def robust_accuracy(logits: Logits, batches: Iterable[tuple[Tensor, Tensor]], attacks: list[str],
+def robust_accuracy(logits: Logits, batches: Iterable[tuple[Tensor, Tensor, Tensor]], attacks: list[str],
                     epsilons: list[float], settings: AttackSettings, seed: int = 0,
                     on_batch: Callable[[int], None] | None = None) -> RobustnessResult:
     """Clean and adversarial accuracy of `logits` over `batches`, for every (attack, epsilon).
 
     Args:
         logits: The model, x01 -> logits, in eval mode; differentiable with respect to its input.
-        batches: (x01 float (B, 3, H, W) in [0, 1] on the model's device, labels (B,)).
+        batches: (x01 float (B, 3, H, W) in [0, 1] on the model's device, labels (B,), image ids (B,) int).
         attacks: Registered attack names.
         epsilons: L-inf budgets on the [0, 1] scale.
         settings: PGD steps and step size.
-        seed: Seeds PGD's random starts (one generator on the images' device, drawn in a fixed order).
+        seed: With each image's id, seeds its PGD random start (`image_generators`).
         on_batch: Called with each batch's size after it is done (progress reporting).
 
     Returns:
         The accuracies; an empty input gives NaN everywhere.
     """
+    hits, n = attack_hits(logits, batches, attacks, epsilons, settings, seed, on_batch)
+    return robustness_result(attacks, epsilons, hits, n)
+
+
+def attack_hits(logits: Logits, batches: Iterable[tuple[Tensor, Tensor, Tensor]], attacks: list[str],
+                epsilons: list[float], settings: AttackSettings, seed: int = 0,
+                on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
+    """Correct predictions, int64 (1 + attacks x epsilons,): clean first, then each (attack, eps) in order; and the
+    number of images. Counts of image shares add up to the counts of all the images (processes sum them)."""
     attacks, epsilons = check_attacks(attacks), check_epsilons(epsilons)
     specs = [(a, e) for a in attacks for e in epsilons]
-    hits, n, generator = np.zeros(1 + len(specs), np.int64), 0, None
-    for x, labels in batches:
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
+    hits, n = np.zeros(1 + len(specs), np.int64), 0
+    for x, labels, ids in batches:
         hits[0] += _hits(logits, x, labels)
         for j, (name, eps) in enumerate(specs, start=1):
-            hits[j] += _hits(logits, ATTACKS[name](logits, x, labels, eps, settings, generator), labels)
+            starts = image_generators(seed, ids.tolist(), x.device)
+            hits[j] += _hits(logits, ATTACKS[name](logits, x, labels, eps, settings, starts), labels)
         n += len(labels)
         if on_batch is not None:
             on_batch(len(labels))
+    return hits, n
+
+
+def robustness_result(attacks: list[str], epsilons: list[float], hits: np.ndarray, n: int) -> RobustnessResult:
+    """Percentages from `attack_hits` counts."""
+    specs = [(a, float(e)) for a in attacks for e in epsilons]
     acc = 100.0 * hits / n if n else np.full(len(hits), np.nan)
     return RobustnessResult(n, float(acc[0]), {s: float(a) for s, a in zip(specs, acc[1:], strict=True)})
 

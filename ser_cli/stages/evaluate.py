@@ -19,6 +19,11 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
 
 Everything is staged in `OUT.partial/` and moved into `OUT` when complete (`ser_cli.runtime.output_folder`):
 `metrics.json` (flat numbers), `run.json` (the run's identity, for `ser compare`), `plots/*.csv` (for DVC) and the PNGs.
+
+On K processes, `torchrun --nproc_per_node=K -m ser_cli evaluate ...` (gloo on CPU, nccl with one GPU per process)
+deals the batches of the test pass, the Grad-CAM pass and the attacks round-robin over the ranks: the same batches
+as one process, each image attacked from its own seeded start. Rank 0 gathers the per-batch results, folds them in
+batch order and alone writes `OUT`: the metrics equal one process's exactly (measured rates aside).
 """
 
 from __future__ import annotations
@@ -34,13 +39,21 @@ import torch
 from rich.progress import Progress
 
 from ser_cli.config import EvaluateConfig
-from ser_cli.continual.attention import AttentionSums, gradcam_of, run_attention_pass, summarise_attention
+from ser_cli.continual.attention import (
+    AttentionSums,
+    attention_batches,
+    gradcam_of,
+    merge_attention,
+    summarise_attention,
+)
 from ser_cli.continual.final_test import (
+    EvalPass,
     EvalScope,
     EvaluableRun,
     TestLoader,
     check_same_data,
-    run_test_pass,
+    eval_pass_batches,
+    merge_passes,
     summarise_test_pass,
 )
 from ser_cli.data.maps import MapsFile
@@ -50,19 +63,21 @@ from ser_cli.metrics.continual import continual_metrics, trained_matrices
 from ser_cli.metrics.robustness import (
     AttackSettings,
     RobustnessResult,
+    attack_hits,
     check_attacks,
     check_epsilons,
-    robust_accuracy,
+    robustness_result,
     stratified_subset,
 )
 from ser_cli.metrics.saliency import cc
 from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
 from ser_cli.plots.gradcam import plot_gradcam
+from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
-from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.runtime.progress import log, progress_bar, set_quiet
 
 N_OVERLAY = 8
 
@@ -94,8 +109,8 @@ def check_maps(maps_path: Path | None, data: DataFile) -> MapsFile | None:
 
 def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, maps_path: Path | None = None,
         device: torch.device | str = "cpu", source: dict[str, Any] | None = None,
-        overwrite: bool = False) -> EvalResult:
-    """Evaluate `model` on the test split of `data_path` and write the evaluation folder `out`.
+        overwrite: bool = False) -> EvalResult | None:
+    """Evaluate `model` on the test split of `data_path` and write the evaluation folder `out`. None on ranks > 0.
 
     Args:
         cfg: The `evaluate` section (epsilons, attacks, PGD steps, batch size, subset size, class-IL logits, seed).
@@ -104,43 +119,90 @@ def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, ma
         out: The evaluation folder; an existing one is only replaced when it is an earlier evaluation (of another
             run or settings only with `overwrite`), and only the files that evaluation wrote are replaced.
         maps_path: Saliency targets (`ser precompute`); None uses the data file's own maps, if any.
-        device: Where the model lives.
+        device: Where the model lives (under torchrun on CUDA: this rank's GPU, `distributed.rank_device`).
         source: Extra provenance for `run.json` (e.g. {"run_dir": ...}).
         overwrite: Replace a finished evaluation of another run or other settings.
     """
-    device = torch.device(device)
+    device, rank = torch.device(device), distributed.detect()
     run_dir = Path(source["run_dir"]) if source and source.get("run_dir") else None
     check_disjoint({"--out": out}, {"--run": run_dir, "--data": data_path, "--maps": maps_path})
     data = DataFile(data_path)
     check_same_data(model, data)
     maps = check_maps(maps_path, data)
     attacks, epsilons = check_attacks(cfg.attacks), check_epsilons(cfg.epsilons)
+    if not rank.is_main:
+        set_quiet(True)  # rank 0 shows progress and status lines
     folder = OutputFolder(out, "ser evaluate", _output_identity(cfg, model, data, maps, run_dir), overwrite)
-    if folder.state() == "complete":
+    if folder.state() == "complete":  # every rank reads the same folder and agrees (nothing writes it meanwhile)
         log(f"{out}: already complete for this run, data and settings, nothing to do")
-        return EvalResult(Path(out), json.loads((Path(out) / "metrics.json").read_text()))
+        return EvalResult(Path(out), json.loads((Path(out) / "metrics.json").read_text())) if rank.is_main else None
     R = trained_matrices(model.accuracy)
-    tmp = folder.start()  # before the work: an output folder we cannot write fails at once, not after the attacks
+    distributed.init(device)
     try:
-        metrics = _evaluate_into(tmp, cfg, model, data, maps_path, R, attacks, epsilons, device, source)
+        return _evaluate_rank(folder, cfg, model, data, maps_path, R, attacks, epsilons, device, source, rank)
+    finally:
+        distributed.shutdown()
+
+
+def _evaluate_rank(folder: OutputFolder, cfg: EvaluateConfig, model: EvaluableRun, data: DataFile,
+                   maps_path: Path | None, R: dict[str, np.ndarray], attacks: list[str], epsilons: list[float],
+                   device: torch.device, source: dict[str, Any] | None,
+                   rank: distributed.DistInfo) -> EvalResult | None:
+    """This rank's share of the work; rank 0 also stages, writes and commits the folder."""
+    # Staged before the work: an output folder we cannot write fails at once, not after the attacks.
+    tmp = folder.start() if rank.is_main else None
+    try:
+        metrics = _evaluate_into(tmp, cfg, model, data, maps_path, R, attacks, epsilons, device, source, rank)
     except BaseException:
-        folder.abandon()
+        if rank.is_main:
+            folder.abandon()
         raise
-    return EvalResult(folder.commit(), metrics)
+    return EvalResult(folder.commit(), metrics) if rank.is_main else None
 
 
-def _evaluate_into(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, maps_path: Path | None,
-                   R: dict[str, np.ndarray], attacks: list[str], epsilons: list[float], device: torch.device,
-                   source: dict[str, Any] | None) -> dict[str, float]:
-    """The evaluation's work, its files written into the staging folder `tmp`; returns the flat metrics."""
+def _evaluate_into(tmp: Path | None, cfg: EvaluateConfig, model: EvaluableRun, data: DataFile,
+                   maps_path: Path | None, R: dict[str, np.ndarray], attacks: list[str], epsilons: list[float],
+                   device: torch.device, source: dict[str, Any] | None,
+                   rank: distributed.DistInfo) -> dict[str, float] | None:
+    """The evaluation's work, its files written (by rank 0) into the staging folder `tmp`; returns the flat
+    metrics on rank 0, None on the other ranks."""
     scope = EvalScope.of(model.settings, data, len(R["class_il"]), cfg.class_il_logits)
-    metrics, curves = continual_metrics(R)
     loader = TestLoader(data, maps_path, cfg.batch_size, device)
+    mine = scope.rows[distributed.rank_positions(len(scope.rows), cfg.batch_size, rank)]
     with progress_bar() as bar:
-        task = bar.add_task("evaluate test set", total=len(scope.rows), info="")
-        test = run_test_pass(model, scope, loader, on_batch=lambda n: bar.advance(task, n))
-        attention = _attention(model, scope, loader, bar)
-        robustness = _robustness(model, scope, loader, cfg, attacks, epsilons, bar)
+        task = bar.add_task(_task_name("evaluate test set", rank), total=len(mine), info="")
+        test = eval_pass_batches(model, scope, loader, mine, on_batch=lambda n: bar.advance(task, n))
+        attention = _attention(model, scope, loader, mine, bar, rank)
+        hits = _robustness(model, scope, loader, cfg, attacks, epsilons, bar, rank)
+    gathered = distributed.gather_to_main((test, attention, hits))
+    if gathered is None:
+        return None
+    return _write_outputs(tmp, cfg, model, data, maps_path, R, scope, loader, source,
+                          *_fold(gathered, scope, attacks, epsilons))
+
+
+def _task_name(name: str, rank: distributed.DistInfo) -> str:
+    return name + (f" (rank 0 of {rank.world_size})" if rank.is_distributed else "")
+
+
+Shares = list[tuple[list[EvalPass], list[AttentionSums], tuple[np.ndarray, int]]]
+
+
+def _fold(gathered: Shares, scope: EvalScope, attacks: list[str],
+          epsilons: list[float]) -> tuple[EvalPass, AttentionSums, RobustnessResult]:
+    """Every rank's per-batch results back in batch order and folded as one process folds them; attack hits summed
+    (integers: any order)."""
+    test = merge_passes(distributed.interleave_batches([g[0] for g in gathered]), scope.n_tasks)
+    attention = merge_attention(distributed.interleave_batches([g[1] for g in gathered]))
+    hits = sum((g[2][0] for g in gathered), np.zeros_like(gathered[0][2][0]))
+    return test, attention, robustness_result(attacks, epsilons, hits, sum(g[2][1] for g in gathered))
+
+
+def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, maps_path: Path | None,
+                   R: dict[str, np.ndarray], scope: EvalScope, loader: TestLoader, source: dict[str, Any] | None,
+                   test: EvalPass, attention: AttentionSums, robustness: RobustnessResult) -> dict[str, float]:
+    """The metrics from the folded results; metrics.json, run.json, the CSV tables and the figures (rank 0)."""
+    metrics, curves = continual_metrics(R)
     metrics.update(summarise_test_pass(test, scope))
     metrics.update(summarise_attention(attention))
     metrics.update(robustness.flat())
@@ -168,20 +230,24 @@ def _output_identity(cfg: EvaluateConfig, model: EvaluableRun, data: DataFile, m
     })
 
 
-def _attention(model: EvaluableRun, scope: EvalScope, loader: TestLoader, bar: Progress) -> AttentionSums:
-    """Grad-CAM over every test image in scope (one forward and a short backward per batch: cheap on CPU)."""
-    task = bar.add_task("Grad-CAM", total=len(scope.rows), info="")
-    return run_attention_pass(model, scope, loader, scope.rows, on_batch=lambda n: bar.advance(task, n))
+def _attention(model: EvaluableRun, scope: EvalScope, loader: TestLoader, rows: np.ndarray, bar: Progress,
+               rank: distributed.DistInfo) -> list[AttentionSums]:
+    """Grad-CAM over this rank's test images (one forward and a short backward per batch: cheap on CPU)."""
+    task = bar.add_task(_task_name("Grad-CAM", rank), total=len(rows), info="")
+    return attention_batches(model, scope, loader, rows, on_batch=lambda n: bar.advance(task, n))
 
 
 def _robustness(model: EvaluableRun, scope: EvalScope, loader: TestLoader, cfg: EvaluateConfig, attacks: list[str],
-                epsilons: list[float], bar: Progress) -> RobustnessResult:
+                epsilons: list[float], bar: Progress, rank: distributed.DistInfo) -> tuple[np.ndarray, int]:
+    """Hit counts of this rank's batches of the attacked subset; each image's PGD start is seeded by its test row."""
     rows = scope.rows[stratified_subset(scope.labels, cfg.attack_images, cfg.seed)]
-    task = bar.add_task("adversarial attacks", total=len(rows), info=f"{len(attacks)}x{len(epsilons)} budgets")
-    batches = ((x01, labels) for x01, labels, *_ in loader.batches(rows))
-    return robust_accuracy(scope.logits_fn(model), batches, attacks, epsilons,
-                           AttackSettings(cfg.pgd_steps, cfg.pgd_step_factor), seed=cfg.seed,
-                           on_batch=lambda n: bar.advance(task, n))
+    rows = rows[distributed.rank_positions(len(rows), cfg.batch_size, rank)]
+    task = bar.add_task(_task_name("adversarial attacks", rank), total=len(rows),
+                        info=f"{len(attacks)}x{len(epsilons)} budgets")
+    batches = ((x01, labels, batch_rows) for x01, labels, _, _, batch_rows in loader.batches(rows))
+    return attack_hits(scope.logits_fn(model), batches, attacks, epsilons,
+                       AttackSettings(cfg.pgd_steps, cfg.pgd_step_factor), seed=cfg.seed,
+                       on_batch=lambda n: bar.advance(task, n))
 
 
 @dataclass
