@@ -11,6 +11,8 @@ may precede the `ser` arguments; each takes the number of values shown.
     set-attr TARGET VALUE      any command: set the module or class attribute TARGET to VALUE (a Python literal),
                                e.g. `ser_cli.stages.import_data.BLOCK_ROWS 2` for more, smaller import units
     count-calls TARGET FILE    any command: append a line to FILE after each return (item) of TARGET
+    float64                    any command: compute in float64 (default dtype, and `Tensor.float()` gives float64), for
+                               comparisons that fp32 rounding would blur (the DDP equivalence test)
 
 `run_forked` runs the same thing in a forked child of the calling process: no interpreter start and no torch import,
 which is most of the cost of a tiny run.
@@ -100,6 +102,13 @@ def _set_attr(target: str, value: str) -> None:
     setattr(owner, name, ast.literal_eval(value))
 
 
+def _float64() -> None:
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+    torch.Tensor.float = lambda self, *args, **kwargs: self.to(torch.float64)
+
+
 STEP = "ser_cli.continual.loop.ContinualTrainer._step"
 COMMITTED_BATCH = "ser_cli.data.maps.MapsWorkFile.write"
 
@@ -109,6 +118,7 @@ FAULTS: dict[str, Callable[..., None]] = {  # name -> patcher taking the fault's
     "kill-after-calls": lambda target, n: kill_after_calls(target, int(n)),
     "count-calls": count_calls,
     "set-attr": _set_attr,
+    "float64": _float64,
 }
 
 
