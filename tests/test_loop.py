@@ -13,7 +13,8 @@ import torch
 from ser_cli.config import TrainConfig
 from ser_cli.continual.evaluation import evaluate_task
 from ser_cli.continual.learner import restore_learner
-from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
+from ser_cli.continual.loop import ContinualTrainer
+from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.models.normalize import Normalizer

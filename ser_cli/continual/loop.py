@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import torch
 
 from ser_cli.continual.evaluation import SALIENCY_METRICS, evaluate_task
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method, method_class
+from ser_cli.continual.run_records import ContinualResult, Phase, Position, ProgressEvent, task_phases
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
@@ -42,77 +43,6 @@ STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
 # Settings that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every")
-
-
-@dataclass
-class Phase:
-    """One training phase: a task (or, for `joint`, all tasks), and the matrix row it fills.
-
-    Attributes:
-        task: Task id passed to the hooks and stored with buffer samples.
-        tasks: Tasks whose training data the phase streams (shuffled together).
-        row: Row of the accuracy matrices filled after the phase; tasks 0..row are evaluated.
-    """
-
-    task: int
-    tasks: list[int]
-    row: int
-
-
-@dataclass
-class Position:
-    """Where the run is: phase index, epoch within it, batches consumed in that epoch, optimisation steps so far."""
-
-    phase: int = 0
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-
-
-@dataclass
-class ProgressEvent:
-    """What the loop reports to the progress callback.
-
-    Attributes:
-        kind: "step" after each training step, "task_end" after each task's evaluation.
-        task: Current task.
-        epoch: Current epoch within the task.
-        batch: Batches consumed in this epoch (step events).
-        step: Optimisation steps since the start of the run.
-        losses: The step's losses (step events).
-        class_il: Row of class-IL accuracies just filled (task_end events).
-        task_il: Row of task-IL accuracies just filled (task_end events).
-    """
-
-    kind: Literal["step", "task_end"]
-    task: int
-    epoch: int
-    batch: int
-    step: int
-    losses: dict[str, float] = field(default_factory=dict)
-    class_il: list[float] = field(default_factory=list)
-    task_il: list[float] = field(default_factory=list)
-
-
-@dataclass
-class ContinualResult:
-    """Outcome of a run.
-
-    Attributes:
-        class_il: T x T class-IL accuracies in percent, R[t][k] after training task t on task k; NaN if unseen.
-        task_il: T x T task-IL accuracies in percent.
-        saliency: With SER, {"kld", "cc", "sim"} -> T x T scores of the saliency branch on the test maps.
-        class_il_logits: "seen" or "all": which logits the class-IL argmax ran over.
-        steps: Optimisation steps taken.
-        buffer_nbytes: Device memory of the replay buffer in bytes (0 without a buffer).
-    """
-
-    class_il: list[list[float]]
-    task_il: list[list[float]]
-    saliency: dict[str, list[list[float]]]
-    class_il_logits: str
-    steps: int
-    buffer_nbytes: int
 
 
 class ContinualTrainer:
@@ -151,7 +81,7 @@ class ContinualTrainer:
         seed_everything(settings.seed)
         self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
         self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
-        self.phases = _phases(method_class(settings.method).schedule, settings.n_tasks)
+        self.phases = task_phases(method_class(settings.method).schedule, settings.n_tasks)
         self.position = Position()
         # The global RNGs are shared by every trainer of the process: each keeps its own state between runs.
         self._rng = capture_rng_state()
@@ -300,13 +230,6 @@ class ContinualTrainer:
         self.matrices = _copy(state["matrices"])
         self._rng = state["rng"] if state["version"] == STATE_VERSION else upgrade_legacy_rng_state(state["rng"])
         self._checkpointed_step = self.position.step  # the state just loaded is a good one
-
-
-def _phases(schedule: str, n_tasks: int) -> list[Phase]:
-    """The task sequence, or one joint phase that fills the last row."""
-    if schedule == "joint":
-        return [Phase(task=n_tasks - 1, tasks=list(range(n_tasks)), row=n_tasks - 1)]
-    return [Phase(task=t, tasks=[t], row=t) for t in range(n_tasks)]
 
 
 def _check_stream(settings: TrainSettings, stream: TaskStream) -> None:

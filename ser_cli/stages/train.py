@@ -20,9 +20,10 @@ import torch
 
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
-from ser_cli.continual.loop import ContinualTrainer, ProgressEvent
+from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.continual.run_identity import RunIdentity, check_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
+from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
