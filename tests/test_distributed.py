@@ -81,6 +81,45 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "model.pt", weights_only=True)["state_dict"]
 
 
+def _sync_bn_rank(rank: int, store: str) -> None:
+    """Rank `rank` of 2: SyncBatchNorm2d on its half of a batch against BatchNorm2d on the whole (float64)."""
+    import torch.distributed as dist
+    from torch import nn
+
+    from ser_cli.runtime.sync_batchnorm import convert_sync_batchnorm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 6, 3, 5, 7, generator=g, dtype=torch.float64)  # (6, 3, 5, 7) each: input, loss weights
+    ref = nn.Sequential(nn.BatchNorm2d(3, momentum=None)).double()
+    ref[0].weight.data.uniform_(0.5, 1.5, generator=g)
+    ref[0].bias.data.uniform_(-1, 1, generator=g)
+    sync = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3, momentum=None)).double())
+    sync.load_state_dict(ref.state_dict())
+    whole, half = x.clone().requires_grad_(True), x[3 * rank : 3 * rank + 3].clone().requires_grad_(True)
+    (ref(whole) * w).sum().backward()
+    (sync(half) * w[3 * rank : 3 * rank + 3]).sum().backward()  # the two halves' losses add up to the whole's
+    torch.testing.assert_close(half.grad, whole.grad[3 * rank : 3 * rank + 3], rtol=1e-12, atol=1e-12)
+    for name, p in (("weight", sync[0].weight), ("bias", sync[0].bias)):
+        total = p.grad.clone()
+        dist.all_reduce(total)  # what DDP does (then divides by 2 for the mean of the two ranks' losses)
+        torch.testing.assert_close(total, getattr(ref[0], name).grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sync[0].running_mean, ref[0].running_mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sync[0].running_var, ref[0].running_var, rtol=1e-12, atol=1e-14)  # unbiased, n = 210
+    sync.eval()
+    torch.testing.assert_close(sync(x), ref.eval()(x))  # outside training: plain BatchNorm
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_equals_batchnorm_on_the_union(tmp_path: Path) -> None:
+    """Forward statistics, input and parameter gradients and running statistics of 2 ranks x 3 images equal plain
+    BatchNorm on the 6 images (gloo, spawned processes, float64)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sync_bn_rank, args=(str(tmp_path / "store"),), nprocs=2)
+
+
 def test_ddp_pretraining_equals_one_process_with_the_doubled_batch(tiny_synth_pretrain: Path, tmp_path: Path) -> None:
     args = {"sync_bn": "true", "checkpoint_every": 0}
     ddp = _torchrun(_pretrain_args(tiny_synth_pretrain, tmp_path / "ddp", batch_size=4, **args), tmp_path,

@@ -3,9 +3,9 @@
 Under DistributedDataParallel each rank normalises with the statistics of its own batch, so K ranks of batch b are
 not one process of batch K*b. Synchronised BatchNorm (Peng et al., "MegDet", CVPR 2018; `torch.nn.SyncBatchNorm`)
 takes the mean and variance over the union of the ranks' batches. PyTorch's own layer refuses CPU tensors (its
-forward checks for a GPU), so this one builds the same statistics from two differentiable all-reduces
-(`torch.distributed.nn.functional.all_reduce`: the backward of a sum is the sum of the gradients, which gives every
-rank the gradient of the summed loss, as `torch.nn.SyncBatchNorm`'s backward does). Outside training, or without a
+forward checks for a GPU), so this one builds the same statistics from two differentiable all-reduces (`_AllSum`:
+the backward of a sum over ranks is the sum of the ranks' gradients, which gives every rank the gradient of the
+summed loss, as `torch.nn.SyncBatchNorm`'s backward does). Outside training, or without a
 process group, it is plain `BatchNorm2d` (same parameters, buffers and state-dict keys, so checkpoints load into
 either).
 """
@@ -15,7 +15,25 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_reduce
+
+
+class _AllSum(torch.autograd.Function):
+    """Sum over ranks, differentiable (what `torch.distributed.nn.functional.all_reduce`, now deprecated, did)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return _AllSum.apply(grad)
+
+
+def all_reduce(tensor: Tensor) -> Tensor:
+    """The sum of `tensor` over all ranks, with gradients flowing back to every rank's summand."""
+    return _AllSum.apply(tensor)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -54,10 +72,10 @@ def convert_sync_batchnorm(net: nn.Module) -> nn.Module:
     """Replace every `BatchNorm2d` of `net` (in place) by a `SyncBatchNorm2d` holding the same tensors."""
     for name, child in net.named_children():
         if type(child) is nn.BatchNorm2d:
+            like = next((t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point()), torch.zeros(0))
             sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)
+                                   child.track_running_stats, device=like.device, dtype=like.dtype)
             sync.load_state_dict(child.state_dict())
-            sync.to(next(iter([*child.parameters(), *child.buffers()]), torch.zeros(0)).device)
             sync.train(child.training)
             setattr(net, name, sync)
         else:
