@@ -82,6 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--buffer-size", type=int, help="Replay buffer capacity, filled before timing (default 2000, the paper's).")
     add("--matmul-n", type=int, help="N of the N x N matmul peak (default 4096).")
     add("--threads", type=int, default=0, help="torch threads in each child (default: torch's, i.e. OMP_NUM_THREADS).")
+    add("--memory-tuning", choices=["on", "off", "both"], default="on",
+        help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
     add("--end-to-end", action="store_true", help="Also time the real `ser train` (loading included) per config.")
     add(
         "--quick",
@@ -121,10 +123,12 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
         peak_repeats=args.peak_repeats,
     )
     sers = {"both": (False, True), "on": (True,), "off": (False,)}[args.ser]
+    tunings = {"both": (False, True), "on": (True,), "off": (False,)}[args.memory_tuning]
     grid = itertools.product(
-        args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers
+        args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings
     )
-    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s) for d, b, (h, w), m, s in grid]
+    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t)
+            for d, b, (h, w), m, s, t in grid]
 
 
 def run_config(cfg: StepConfig) -> dict[str, Any]:
@@ -146,7 +150,8 @@ def run_config(cfg: StepConfig) -> dict[str, Any]:
 
 def label(cfg: dict[str, Any]) -> str:
     method = f"{cfg['method']}{'+ser' if cfg['ser'] else ''}"
-    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}"
+    untuned = "" if cfg.get("memory_tuning", True) else " no-memory-tuning"
+    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}"
 
 
 def seconds_cell(value: float) -> str:

@@ -75,6 +75,7 @@ def command(cfg: StepConfig, data: Path, out: Path, model: Path | None) -> list[
         "-m",
         "ser_cli",
         "-q",
+        *([] if cfg.memory_tuning else ["--no-memory-tuning"]),
         "train",
         "--data",
         str(data),

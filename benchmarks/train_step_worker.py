@@ -32,6 +32,7 @@ from benchmarks.compute_peaks import conv_peak, conv_shapes, counted_flops, matm
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method
 from ser_cli.continual.settings import TrainSettings
+from ser_cli.runtime.allocator import keep_freed_memory_mapped
 from ser_cli.runtime.device import resolve_device, use_bf16
 from ser_cli.runtime.seeding import seed_everything
 
@@ -60,6 +61,7 @@ class StepConfig:
     matmul_n: int = 4096
     peak_repeats: int = 3
     threads: int = 0  # 0: torch's default
+    memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
 
     def settings(self) -> TrainSettings:
         """The run's settings, diagnostics off (they run every 25th step in `ser train`; here they would make one
@@ -162,6 +164,7 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
     """Every figure of one configuration (see `benchmarks/RESULTS.md`)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    tuned = keep_freed_memory_mapped() if cfg.memory_tuning else False
     device = resolve_device(cfg.device)
     rss_at_start = rss_bytes()  # the interpreter, torch and its libraries: what no setting can save
     settings, learner, method = build(cfg, device)
@@ -198,6 +201,7 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
             "precision": "bf16" if bf16 else "fp32",
             "n_classes": settings.n_classes,
             "torch": torch.__version__,
+            "memory_tuning_applied": tuned,
         },
         "step_seconds": {
             "median": step,

@@ -15,6 +15,7 @@ from ser_cli.cli import predict as predict_cli
 from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import train as train_cli
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
+from ser_cli.runtime.allocator import keep_freed_memory_mapped
 from ser_cli.runtime.progress import set_quiet, stderr_console
 
 app = typer.Typer(
@@ -49,9 +50,15 @@ def root(
                                           help="Print the version and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
                                         help="No progress bars or status lines on stderr.")] = False,
+    no_memory_tuning: Annotated[bool, typer.Option(
+        "--no-memory-tuning", metavar="",
+        help="Leave glibc's malloc as it is (by default freed activation memory stays mapped for the next step: "
+             "no page-fault storm at large image sizes; results are the same either way).")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
     set_quiet(quiet)
+    if not no_memory_tuning:
+        keep_freed_memory_mapped()
 
 
 def main() -> None:
