@@ -5,8 +5,10 @@ Examples:
     python -m benchmarks loader          # one benchmark
     python -m benchmarks --json          # the rows as JSON, for scripts
     python -m benchmarks train-step ...  # the train-step sweep, its own options and JSON (`train-step --help`)
+    python -m benchmarks backbones       # parameters and FLOPs per DER++ + SER step of every backbone
 
-`train-step` is not part of "all": its grid runs for hours on a CPU, so it is asked for by name.
+`train-step` and `backbones` are not part of "all" (a sweep of hours on a CPU; a table of another shape), so they
+are asked for by name.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def main() -> None:
         from benchmarks.train_step import main as train_step
 
         raise SystemExit(train_step(sys.argv[2:]))
+    if sys.argv[1:2] == ["backbones"]:
+        from benchmarks.backbones import main as backbones
+
+        raise SystemExit(backbones(sys.argv[2:]))
     args = parse_args()
     names = args.names or list(BENCHMARKS)
     start, rows = time.perf_counter(), []
