@@ -8,8 +8,6 @@ import hashlib
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -251,17 +249,6 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case: str, W: dict[str
     leftovers = list(tmp_path.rglob("*"))
     assert not any(p.name.endswith(".partial") for p in leftovers), (case, leftovers)
     assert not out.exists(), (case, leftovers)
-
-
-@pytest.mark.parametrize(("args", "words"), [
-    (["train", "--data"], "Option '--data' requires an argument"),
-    (["compare"], "Missing argument"),
-    (["precompute", "--frobnicate"], "No such option: --frobnicate"),
-])
-def test_usage_mistakes_through_the_entry_point(args: list[str], words: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "ser_cli", *args], capture_output=True, text=True)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
 
 
 def test_the_matrix_covers_every_command() -> None:

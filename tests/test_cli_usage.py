@@ -8,24 +8,43 @@ import sys
 import pytest
 
 
+def _entry(args: list[str], capsys: pytest.CaptureFixture[str],
+           monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """The console-script entry point (`ser_cli.cli.app.main`) in this process: exit code, stdout, stderr."""
+    from ser_cli.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["ser", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["train", "--bogus"], "error: ser train: No such option: --bogus"),
     (["train"], "error: ser train: Missing option '--data'."),
+    (["train", "--data"], "error: ser: Option '--data' requires an argument."),
     (["compare"], "error: ser compare: Missing argument"),
     (["evaluate", "--run"], "error: ser: Option '--run' requires an argument."),
+    (["precompute", "--frobnicate"], "error: ser precompute: No such option: --frobnicate"),
     (["no-such-command"], "error: ser: No such command 'no-such-command'."),
 ])
-def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "ser_cli", *args], capture_output=True, text=True)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(expected), done.stderr
-    assert done.stdout == ""
+def test_usage_errors_are_one_line(args: list[str], expected: str, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = _entry(args, capsys, monkeypatch)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(expected), err
+    assert out == ""
 
 
-def test_help_and_version_still_exit_0() -> None:
+def test_help_and_version_still_exit_0(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     for args in (["--help"], ["--version"], []):
-        done = subprocess.run([sys.executable, "-m", "ser_cli", *args], capture_output=True, text=True)
-        assert done.returncode == 0 and done.stdout and not done.stderr
+        code, out, err = _entry(args, capsys, monkeypatch)
+        assert code == 0 and out and not err, args
+    # and once through a new interpreter, as the `ser` script runs it
+    done = subprocess.run([sys.executable, "-m", "ser_cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("ser ") and not done.stderr
 
 
 def _help(*args: str) -> str:

@@ -52,8 +52,7 @@ def root(
                                         help="No progress bars or status lines on stderr.")] = False,
     no_memory_tuning: Annotated[bool, typer.Option(
         "--no-memory-tuning", metavar="",
-        help="Leave glibc's malloc as it is (by default freed activation memory stays mapped for the next step: "
-             "no page-fault storm at large image sizes; results are the same either way).")] = False,
+        help="Let malloc return freed memory to the OS (slower at large sizes; same results).")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
     set_quiet(quiet)
