@@ -19,7 +19,10 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one parameter, SECTION.KEY=VALUE (YAML value; repeatable)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage (overrides its section's seed).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: CUDA when present).")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", envvar="SER_DEVICE",
+    help="auto, cpu, cuda, cuda:N or cuda:auto (auto: CUDA when present; cuda:auto: a GPU no other ser process "
+         "holds, for several jobs on one machine). Default from SER_DEVICE when set.")]
 OverwriteOpt = Annotated[
     bool,
     typer.Option("--overwrite", metavar="",

@@ -1,4 +1,4 @@
-"""Device and precision choice: `--device auto|cpu|cuda|cuda:N`, bf16 autocast on CUDA, fp32 on CPU."""
+"""Device and precision choice: `--device auto|cpu|cuda|cuda:N|cuda:auto`, bf16 autocast on CUDA, fp32 on CPU."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ import re
 import torch
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.gpu_slots import claim_slot
 
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|cuda:auto)$")
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA on a machine without it is a usage error."""
+    """`auto` picks CUDA when present; `cuda:auto` a GPU no other `ser` process holds (`runtime.gpu_slots`, for
+    several jobs on one machine); asking for CUDA on a machine without it is a usage error."""
     if not DEVICE_PATTERN.match(name):
-        raise UserError(f"--device: must be auto, cpu, cuda or cuda:N (got {name!r})")
+        raise UserError(f"--device: must be auto, cpu, cuda, cuda:N or cuda:auto (got {name!r})")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if name == "cuda:auto":
+            return torch.device("cuda", claim_slot(torch.cuda.device_count(), on_wait=_say_waiting))
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
@@ -37,3 +41,10 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if use_bf16(precision, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _say_waiting(n_gpus: int) -> None:
+    from ser_cli.runtime.progress import stderr_console
+
+    stderr_console.print(f"--device cuda:auto: all {n_gpus} GPU(s) are held by other ser processes; waiting for one",
+                         markup=False, highlight=False)
