@@ -35,8 +35,8 @@ def evaluate(
     Writes OUT/metrics.json, OUT/run.json, OUT/plots/*.csv and the PNGs accuracy_matrix, avg_accuracy,
     robustness and saliency_overlay. Prints OUT (or, with --json, the metrics) on stdout.
 
-    Shardable: torchrun --nproc_per_node=K -m ser_cli evaluate ... splits the test batches and the attacks over
-    K processes; the metrics are the same as one process's.
+    Shardable: torchrun --nproc_per_node=K -m -- ser_cli evaluate --run RUN ... splits the test batches and the
+    attacks over K processes; the metrics are the same as one process's (the -- keeps torchrun off --run).
     """
     from ser_cli.runtime import distributed
     from ser_cli.runtime.device import resolve_device

@@ -20,8 +20,9 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
 Everything is staged in `OUT.partial/` and moved into `OUT` when complete (`ser_cli.runtime.output_folder`):
 `metrics.json` (flat numbers), `run.json` (the run's identity, for `ser compare`), `plots/*.csv` (for DVC) and the PNGs.
 
-On K processes, `torchrun --nproc_per_node=K -m ser_cli evaluate ...` (gloo on CPU, nccl with one GPU per process)
-deals the batches of the test pass, the Grad-CAM pass and the attacks round-robin over the ranks: the same batches
+On K processes, `torchrun --nproc_per_node=K -m -- ser_cli evaluate --run RUN ...` (gloo on CPU, nccl with one GPU
+per process; the `--` stops torchrun's parser from taking `--run` for an abbreviation of its `--run-path`) deals the
+batches of the test pass, the Grad-CAM pass and the attacks round-robin over the ranks: the same batches
 as one process, each image attacked from its own seeded start. Rank 0 gathers the per-batch results, folds them in
 batch order and alone writes `OUT`: the metrics equal one process's exactly (measured rates aside).
 """
