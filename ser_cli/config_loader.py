@@ -38,15 +38,22 @@ def load_params(path: Path | None = None, overrides: list[str] | None = None) ->
         raise UserError(_explain(err, str(path) if path else "defaults", overridden)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"{path}: params file not found")
+def load_yaml_file(path: Path, what: str = "params file") -> Any:
+    """The YAML document in `path`; a missing, unreadable or malformed file is one UserError line."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the {what} ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = load_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

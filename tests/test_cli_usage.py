@@ -60,14 +60,15 @@ def _help(*args: str) -> str:
 def test_root_help_lists_commands_in_pipeline_order() -> None:
     listed = [line.split()[1] for line in _help().splitlines() if line.startswith("│ ") and len(line.split()) > 2]
     commands = [name for name in listed if not name.startswith("-")]
-    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "predict"]
+    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "sweep", "predict"]
 
 
 def test_flags_show_no_value_placeholder_and_method_help_reads_the_registry() -> None:
     from ser_cli.continual.methods import method_names
 
     for command in (["train"], ["evaluate"], ["compare"], ["precompute"], ["pretrain-saliency"], [], ["data"],
-                    ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"], ["predict"]):
+                    ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"], ["predict"],
+                    ["sweep"]):
         assert "<bool>" not in _help(*command), command
     method_line = next(line for line in _help("train").splitlines() if "--method" in line)
     assert all(name in method_line for name in method_names())

@@ -13,6 +13,7 @@ from ser_cli.cli import evaluate as evaluate_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import predict as predict_cli
 from ser_cli.cli import pretrain as pretrain_cli
+from ser_cli.cli import sweep as sweep_cli
 from ser_cli.cli import train as train_cli
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
 from ser_cli.runtime.allocator import keep_freed_memory_mapped
@@ -36,6 +37,7 @@ app.command("train", cls=PlainHelpCommand)(train_cli.train)
 app.command("evaluate", cls=PlainHelpCommand)(evaluate_cli.evaluate)
 app.command("compare", cls=PlainHelpCommand)(compare_cli.compare)
 app.command("predict", cls=PlainHelpCommand)(predict_cli.predict)
+app.command("sweep", cls=PlainHelpCommand)(sweep_cli.sweep)
 
 
 def _show_version(value: bool) -> None:

@@ -10,14 +10,21 @@ import typer
 
 from ser_cli.cli.errors import error_boundary
 from ser_cli.cli.options import JsonOpt, OverwriteOpt, QuietOpt
+from ser_cli.runtime.errors import UserError
 
 WIDE = 200
 
 
 @error_boundary
 def compare(
-    evals: Annotated[list[Path], typer.Argument(help="Evaluation folders (ser evaluate --out EVAL), any number.")],
-    out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")],
+    evals: Annotated[list[Path] | None, typer.Argument(
+        help="Evaluation folders (ser evaluate --out EVAL), any number.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")] = ...,
+    exps: Annotated[bool, typer.Option("--exps", metavar="", help="Also compare the evaluations of this git "
+                                       "repository's DVC experiments (ser sweep + dvc queue start), read from "
+                                       "their commits; --exp NAME to take some only.")] = False,
+    exp_names: Annotated[list[str] | None, typer.Option("--exp", help="A DVC experiment to take (repeatable; "
+                                                         "implies --exps).")] = None,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
     pairs: Annotated[bool, typer.Option("--pairs", metavar="", help="Also print each SER group's paired difference "
@@ -31,6 +38,13 @@ def compare(
     """
     from ser_cli.stages import compare as stage
 
+    evals = list(evals or [])
+    if exps or exp_names:
+        from ser_cli.report.dvc_experiments import extract_evaluations
+
+        evals += extract_evaluations(Path.cwd(), stage.experiments_folder(out), exp_names or None)
+    if not evals:
+        raise UserError("ser compare: name evaluation folders, or --exps for the DVC experiments' evaluations")
     result = stage.run(evals, out, overwrite)
     if as_json:
         typer.echo(json.dumps({"out": str(result.out), **result.summary}, indent=2, sort_keys=True))

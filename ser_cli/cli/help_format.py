@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typer.core import TyperCommand, TyperGroup
 
-PIPELINE_ORDER = ("data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "predict")
+PIPELINE_ORDER = ("data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "sweep", "predict")
 
 
 def _without_placeholder(option):  # noqa: ANN001, ANN202 - click's Option | None

@@ -35,8 +35,9 @@ def keep_freed_memory_mapped() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # only glibc has it (and these mallopt parameters)
     except (OSError, AttributeError):
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it (and these mallopt parameters)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; -1 for the trim threshold is mallopt(3)'s documented "never trim".

@@ -10,7 +10,10 @@ evaluations only with `--overwrite`), and files `ser` did not write are kept.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,16 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
         folder.abandon()
         raise
     return CompareResult(folder.commit(), table, result, pairs_table(pairs))
+
+
+def experiments_folder(out: Path) -> Path:
+    """Where `--exps` puts the evaluations it reads out of DVC experiments: a fixed place per report folder (so a
+    rerun on the same experiments finds the report complete), outside it (the report folder holds only what
+    `ser compare` writes there) and outside the repository (nothing for git or DVC to pick up)."""
+    key = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "ser-compare-exps" / key
+    shutil.rmtree(folder, ignore_errors=True)  # what is there now is the experiments as they are now
+    return folder
 
 
 def _identity(evals: list[Path]) -> str:
