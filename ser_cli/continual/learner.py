@@ -123,7 +123,9 @@ class Learner:
         Returns:
             (B, n_classes) logits.
         """
-        return self.classifier(x, modulate=self._role_modulation(x, role))
+        modulate = self._role_modulation(x, role)
+        # without SER the classifier is called plainly: any module mapping images to logits serves
+        return self.classifier(x) if modulate is None else self.classifier(x, modulate=modulate)
 
     def pooled(self, x: Tensor, role: Role) -> Tensor:
         """The classifier's pooled features before its head, (B, C), for the same roles as `logits`.
