@@ -10,6 +10,7 @@ are not counted. FLOPs do not depend on the device, so this runs on the CPU (abo
 
     python -m benchmarks backbones
     python -m benchmarks backbones --backbones resnet18,mobilenet_v2 --json
+    python -m benchmarks backbones --backbones resnet18 --size 288x384    # the paper's size (minutes, ~16 GB)
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def measure(backbone: str) -> dict[str, Any]:
+def measure(backbone: str, height: int = HEIGHT, width: int = WIDTH) -> dict[str, Any]:
     """Parameter counts and the FLOPs of one DER++ + SER step (after one uncounted step, as the train-step sweep)."""
-    cfg = StepConfig(method="derpp", ser=True, backbone=backbone, height=HEIGHT, width=WIDTH, buffer_size=BUFFER)
+    cfg = StepConfig(method="derpp", ser=True, backbone=backbone, height=height, width=width, buffer_size=BUFFER)
     device = torch.device("cpu")
     _, learner, method = build(cfg, device)
     generator = torch.Generator().manual_seed(2)
@@ -45,6 +46,7 @@ def measure(backbone: str) -> dict[str, Any]:
     flops, conv = counted_flops(lambda: train_step(method, learner, random_batch(cfg, 1, generator), device))
     return {
         "backbone": backbone,
+        "size": f"{height}x{width}",
         "tap_channels": list(learner.classifier.tap_channels),
         "classifier_params": n_params(learner.classifier),
         "saliency_params": n_params(learner.saliency.net),
@@ -54,7 +56,7 @@ def measure(backbone: str) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    out = Table(title=f"SER backbones: DER++ + SER step at {HEIGHT}x{WIDTH}, batch 8, two replay draws of 8")
+    out = Table(title=f"SER backbones: DER++ + SER step at {rows[0]['size']}, batch 8, two replay draws of 8")
     for column in ("backbone", "taps (channels)", "classifier params", "saliency net params", "GFLOP / step",
                    "conv share"):
         out.add_column(column, justify="left" if column in ("backbone", "taps (channels)") else "right")
@@ -68,8 +70,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks backbones", description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default=",".join(backbone_names()), help="Comma-separated (default: all).")
     parser.add_argument("--json", action="store_true", help="Print the rows as JSON instead of a table.")
+    parser.add_argument("--size", default=f"{HEIGHT}x{WIDTH}", help="Input HxW (default 64x96, SynthSal's).")
     args = parser.parse_args(argv)
-    rows = [measure(name) for name in args.backbones.split(",")]
+    try:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: expected HxW, e.g. 288x384 (got {args.size!r})")
+    rows = [measure(name, height, width) for name in args.backbones.split(",")]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
