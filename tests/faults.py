@@ -6,7 +6,8 @@ may precede the `ser` arguments; each takes the number of values shown.
     step-delay SECONDS         ser train: sleep after every training step (`ContinualTrainer._step`)
     batch-delay SECONDS        ser precompute: sleep after every committed batch (`MapsWorkFile.write`)
     kill-after-calls TARGET N  any command: SIGKILL itself after the N-th return of TARGET in this process, a dotted
-                               name (`ser_cli.stages.import_data._write_block`, `ser_cli.data.maps.MapsWorkFile.write`);
+                               name (`ser_cli.stages.import_data._write_block`,
+                               `ser_cli.data.maps_work.MapsWorkFile.write`);
                                for a generator function, after its N-th item, once the caller asks for the next one
     set-attr TARGET VALUE      any command: set the module or class attribute TARGET to VALUE (a Python literal),
                                e.g. `ser_cli.stages.import_data.BLOCK_ROWS 2` for more, smaller import units
@@ -110,7 +111,7 @@ def _float64() -> None:
 
 
 STEP = "ser_cli.continual.loop.ContinualTrainer._step"
-COMMITTED_BATCH = "ser_cli.data.maps.MapsWorkFile.write"
+COMMITTED_BATCH = "ser_cli.data.maps_work.MapsWorkFile.write"
 
 FAULTS: dict[str, Callable[..., None]] = {  # name -> patcher taking the fault's values (strings)
     "step-delay": lambda seconds: after_each(STEP, lambda: time.sleep(float(seconds))),

@@ -25,6 +25,7 @@ from ser_cli.config import EvaluateConfig, PrecomputeConfig
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
+from ser_cli.metrics.attribution import input_gradient_saliency
 from ser_cli.metrics.continual import trained_matrices
 from ser_cli.metrics.saliency import saliency_scores
 from ser_cli.models import SaliencyNet, build_backbone, build_modulation
@@ -216,7 +217,7 @@ def test_input_gradient_saliency_is_the_true_class_gradient() -> None:
     W = torch.randn(3, 2 * 2 * 3)
     x = torch.rand(2, 3, 2, 2)
     y = torch.tensor([2, 0])
-    got = stage.input_gradient_saliency(lambda z: z.flatten(1) @ W.T, x, y)
+    got = input_gradient_saliency(lambda z: z.flatten(1) @ W.T, x, y)
     assert torch.allclose(got, W[y].view(2, 3, 2, 2).abs().amax(1))
 
 

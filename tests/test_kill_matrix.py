@@ -183,7 +183,7 @@ COMMANDS = {
         kept=lambda n: n - n % 2,  # the loop checkpoints every 2 steps before it asks for the next one
     ),
     "precompute": Command(  # conftest's tiny file: 24 + 12 rows / batch 4
-        unit="ser_cli.data.maps.MapsWorkFile.write",
+        unit="ser_cli.data.maps_work.MapsWorkFile.write",
         units=9,
         args=lambda i, out: ["precompute", "--model", str(i["saliency"]), "--data", str(i["synth"]), "--out",
                              str(out), "--device", "cpu", *_sets(precompute__batch_size=4)],

@@ -1,4 +1,6 @@
-"""The maps file (`ser_cli.data.maps`): quantisation, round trip, sharding plan, resumable work files, matching."""
+"""The maps file (`ser_cli.data.maps`, written by `ser_cli.data.maps_work`): quantisation, round trip, sharding plan,
+resumable work files, matching.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser_cli.data.maps import (
-    FROM_DATASET,
-    MapsFile,
-    MapsLayout,
-    MapsWorkFile,
-    ShardPlan,
-    assemble_maps_file,
-    quantize_maps,
-    work_path,
-)
+from ser_cli.data.maps import FROM_DATASET, MapsFile, MapsLayout, quantize_maps
+from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, assemble_maps_file, work_path
 from ser_cli.data.store import DataFile
 from ser_cli.runtime.errors import RunFailure, UserError
 from tests.conftest import make_synth

@@ -19,7 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
-from ser_cli.data.maps import FROM_DATASET, MapsFile, work_path
+from ser_cli.data.maps import FROM_DATASET, MapsFile
+from ser_cli.data.maps_work import work_path
 from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter
 from ser_cli.models import SaliencyNet

@@ -15,7 +15,8 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
   images, end to end through `run.logits` (`ser_cli.metrics.robustness`);
 - figures: accuracy-matrix heatmap, average accuracy after each task, robust accuracy against epsilon, and test
   images with the saliency branch's map overlaid (for a run without SER: the input-gradient saliency of the true
-  class, |d logit_y / d x| maximised over colour channels, Simonyan et al., ICLR-W 2014).
+  class, |d logit_y / d x| maximised over colour channels, Simonyan et al., ICLR-W 2014), written with the CSV
+  tables by `ser_cli.plots.evaluation`.
 
 Everything is staged in `OUT.partial/` and moved into `OUT` when complete (`ser_cli.runtime.output_folder`):
 `metrics.json` (flat numbers), `run.json` (the run's identity, for `ser compare`), `plots/*.csv` (for DVC) and the PNGs.
@@ -29,7 +30,6 @@ batch order and alone writes `OUT`: the metrics equal one process's exactly (mea
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +40,7 @@ import torch
 from rich.progress import Progress
 
 from ser_cli.config import EvaluateConfig
-from ser_cli.continual.attention import (
-    AttentionSums,
-    attention_batches,
-    gradcam_of,
-    merge_attention,
-    summarise_attention,
-)
+from ser_cli.continual.attention import AttentionSums, attention_batches, merge_attention, summarise_attention
 from ser_cli.continual.final_test import (
     EvalPass,
     EvalScope,
@@ -59,7 +53,6 @@ from ser_cli.continual.final_test import (
 )
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.attribution import input_gradient_saliency, mass_inside
 from ser_cli.metrics.continual import continual_metrics, trained_matrices
 from ser_cli.metrics.robustness import (
     AttackSettings,
@@ -70,17 +63,13 @@ from ser_cli.metrics.robustness import (
     robustness_result,
     stratified_subset,
 )
-from ser_cli.metrics.saliency import cc
-from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
-from ser_cli.plots.gradcam import plot_gradcam
+from ser_cli.plots.evaluation import overlay_of, write_figures, write_gradcam, write_tables
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.progress import log, progress_bar, set_quiet
-
-N_OVERLAY = 8
 
 
 @dataclass
@@ -209,9 +198,9 @@ def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: Da
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
     (tmp / "plots").mkdir()
-    _write_tables(tmp, R, curves, robustness)
-    _write_figures(tmp, R, curves, robustness, _overlay(model, scope, loader, cfg.seed))
-    _write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
+    write_tables(tmp, R, curves, robustness)
+    write_figures(tmp, R, curves, robustness, overlay_of(model, scope, loader, cfg.seed))
+    write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
     write_json_atomic(tmp / "metrics.json", metrics)
     write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
     return metrics
@@ -249,82 +238,6 @@ def _robustness(model: EvaluableRun, scope: EvalScope, loader: TestLoader, cfg: 
     return attack_hits(scope.logits_fn(model), batches, attacks, epsilons,
                        AttackSettings(cfg.pgd_steps, cfg.pgd_step_factor), seed=cfg.seed,
                        on_batch=lambda n: bar.advance(task, n))
-
-
-@dataclass
-class Overlay:
-    """Images for the overlay figure: uint8 images, the model's maps, target maps (or None), captions."""
-
-    images: np.ndarray
-    maps: np.ndarray
-    targets: np.ndarray | None
-    titles: list[str]
-    map_name: str
-
-
-def _overlay(model: EvaluableRun, scope: EvalScope, loader: TestLoader, seed: int) -> Overlay:
-    """A class-stratified handful of test images with the saliency branch's map (or input-gradient saliency)."""
-    rows = scope.rows[stratified_subset(scope.labels, N_OVERLAY, seed)]
-    x01, labels, maps, _, _ = next(iter(TestLoader(loader.data, loader.maps_path, len(rows), loader.device)
-                                        .batches(rows)))
-    pred = model.saliency_map(x01) if model.settings.ser else None
-    name = "SER saliency branch"
-    if pred is None:
-        pred, name = input_gradient_saliency(scope.logits_fn(model), x01, labels), "input gradient (no SER)"
-    images = (x01 * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
-    titles = [model.class_names[int(y)] for y in labels.cpu()]
-    targets = maps.cpu().numpy() if loader.has_targets else None
-    return Overlay(images, pred.detach().float().cpu().numpy(), targets, titles, name)
-
-
-def _write_gradcam(path: Path, model: EvaluableRun, scope: EvalScope, loader: TestLoader, seed: int) -> None:
-    """gradcam.png on the overlay's class-stratified images, each Grad-CAM captioned with its scores."""
-    rows = scope.rows[stratified_subset(scope.labels, N_OVERLAY, seed)]
-    x01, labels, maps, _, _ = next(iter(TestLoader(loader.data, loader.maps_path, len(rows), loader.device)
-                                        .batches(rows)))
-    cam = gradcam_of(model, scope, x01, labels)  # (N, H, W)
-    masks = loader.data.masks("test", rows)  # (N, H, W) bool or None
-    scores = [[] for _ in rows]
-    if masks is not None:
-        for i, v in enumerate(mass_inside(cam, torch.from_numpy(masks).to(cam.device)).tolist()):
-            scores[i].append(f"on object {v:.2f}")
-    if loader.has_targets:
-        for i, v in enumerate(cc(cam, maps.float()).tolist()):
-            scores[i].append(f"CC {v:.2f}")
-    images = (x01 * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
-    plot_gradcam(path, images, cam.cpu().numpy(), [model.class_names[int(y)] for y in labels.cpu()],
-                 maps.cpu().numpy() if loader.has_targets else None, masks, ["  ".join(s) for s in scores])
-
-
-def _write_tables(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
-                  robustness: RobustnessResult) -> None:
-    """plots/avg_accuracy.csv, plots/accuracy_matrix.csv, plots/robustness.csv (DVC plot sources)."""
-    T = len(R["class_il"])
-    done = [t for t in range(T) if np.isfinite(curves["class_il"][t])]  # every task, or the last one for `joint`
-    _csv(folder / "plots" / "avg_accuracy.csv", ["task", "class_il", "task_il"],
-         [[t + 1, curves["class_il"][t], curves["task_il"][t]] for t in done])
-    _csv(folder / "plots" / "accuracy_matrix.csv", ["after_task", "task", "class_il", "task_il"],
-         [[t + 1, k + 1, R["class_il"][t, k], R["task_il"][t, k]] for t in done for k in range(t + 1)])
-    rows = robustness.rows()
-    _csv(folder / "plots" / "robustness.csv", ["attack", "epsilon", "eps_255", "accuracy"],
-         [[r["attack"], r["epsilon"], r["eps_255"], r["accuracy"]] for r in rows])
-
-
-def _csv(path: Path, head: list[str], rows: list[list[Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(head)
-        writer.writerows(rows)
-
-
-def _write_figures(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
-                   robustness: RobustnessResult, overlay: Overlay) -> None:
-    plot_accuracy_matrix(folder / "accuracy_matrix.png", R)
-    plot_avg_accuracy(folder / "avg_accuracy.png", curves)
-    if robustness.attacked:
-        plot_robustness(folder / "robustness.png", robustness.rows())
-    plot_saliency_overlay(folder / "saliency_overlay.png", overlay.images, overlay.maps, overlay.titles,
-                          overlay.map_name, overlay.targets)
 
 
 def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope: EvalScope, cfg: EvaluateConfig,

@@ -11,13 +11,12 @@ the data file's own maps (SynthSal's ground truth, imported annotations) into th
 Run it on CPU or one GPU with `ser precompute --model runs/sal/model.pt --data data/synth.h5 --out data/maps.h5`, or
 on K processes with `torchrun --nproc_per_node=K -m ser_cli precompute ...`: each rank fills its own work file with
 its share of the batches, rank 0 waits for all, assembles the final file and removes the work files. Interrupted
-runs resume from the last committed batch. The result is the same bytes in all cases (see `ser_cli.data.maps`).
+runs resume from the last committed batch. The result is the same bytes in all cases (see `ser_cli.data.maps_work`).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,31 +26,21 @@ import h5py
 import numpy as np
 import torch
 from rich.progress import Progress
-from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ser_cli.config import PrecomputeConfig
 from ser_cli.data.dataset import SplitDataset
-from ser_cli.data.maps import (
-    FROM_DATASET,
-    MODEL,
-    MapsFile,
-    MapsLayout,
-    MapsWorkFile,
-    ShardPlan,
-    assemble_maps_file,
-    quantize_maps,
-    work_path,
-)
+from ser_cli.data.maps import FROM_DATASET, MODEL, MapsFile, MapsLayout
+from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, assemble_maps_file, work_path
 from ser_cli.data.schema import SPLITS
 from ser_cli.data.store import DataFile
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
-from ser_cli.runtime.device import autocast, resolve_device
+from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
-from ser_cli.saliency.classical import CLASSICAL
+from ser_cli.saliency.map_sources import METHODS, Source, build_source
 
 METRIC_BLOCK = 64
 
@@ -63,63 +52,6 @@ class PrecomputeResult:
     out: Path
     metrics_path: Path
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-class ModelSource:
-    """Maps predicted by a saliency checkpoint: ImageNet-normalised images -> SaliencyNet -> uint8 maps."""
-
-    def __init__(self, model: Path, device: torch.device, precision: str) -> None:
-        from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
-        from ser_cli.models.normalize import Normalizer
-
-        self.net, _ = load_saliency_checkpoint(model, device)
-        self.identity = file_sha256(model)
-        self.attrs = {"method": MODEL, "model_sha256": self.identity}
-        self.device, self.precision = device, precision
-        self.normalize = Normalizer(device)
-        if device.type == "cuda":
-            # Same batch, same bytes: a resumed or sharded run must reproduce an uninterrupted one.
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-
-    @torch.inference_mode()
-    def __call__(self, images: Tensor, maps: Tensor) -> Tensor:
-        """uint8 images (B, 3, H, W) -> uint8 maps (B, H, W); `maps` (the data's own) is not used."""
-        x = self.normalize(images)  # (B, 3, H, W) float
-        with autocast(self.precision, self.device):
-            pred, _ = self.net(x)  # (B, 1, H, W) in (0, 1)
-        return quantize_maps(pred)
-
-
-class DatasetSource:
-    """The data file's own maps (as `SplitDataset` reads them, sum 1), requantised to the maps-file format."""
-
-    identity = FROM_DATASET
-    attrs = {"method": FROM_DATASET, "model_sha256": FROM_DATASET}
-
-    def __init__(self, data: DataFile) -> None:
-        if not data.has_maps:
-            raise UserError(f"{data.path}: holds no saliency maps to copy (--from-dataset); give --model instead")
-
-    def __call__(self, images: Tensor, maps: Tensor) -> Tensor:
-        """Ground-truth maps (B, H, W) float -> uint8 (B, H, W) with max 255."""
-        return quantize_maps(maps)
-
-
-class ClassicalSource:
-    """Maps computed from the pixels alone by a classical method, on the CPU whatever the device (same bytes)."""
-
-    def __init__(self, name: str) -> None:
-        self.method = CLASSICAL.lookup(name)
-        self.identity = name
-        self.attrs = {"method": name, "method_settings": json.dumps(self.method.settings, sort_keys=True)}
-
-    def __call__(self, images: Tensor, maps: Tensor) -> Tensor:
-        """uint8 images (B, 3, H, W) -> uint8 maps (B, H, W) with max 255; `maps` (the data's own) is not used."""
-        return quantize_maps(self.method(images.cpu()))
-
-
-Source = ModelSource | DatasetSource | ClassicalSource
-METHODS = (MODEL, FROM_DATASET, *CLASSICAL.names())
 
 
 def run(
@@ -144,7 +76,7 @@ def run(
     _check_out(Path(out), data_file)
     info = distributed.detect()
     dev = distributed.rank_device(resolve_device(device), info)
-    source = _source(method, data_file, model, dev, cfg.precision)
+    source = build_source(method, data_file, model, dev, cfg.precision)
     layout = MapsLayout.for_data(data_file, cfg.compression, cfg.compression_level)
     plan = ShardPlan(layout.sizes, cfg.batch_size, info.world_size)
     distributed.init(dev)
@@ -160,12 +92,6 @@ def _check_method(method: str, model: Path | None) -> None:
     if (method == MODEL) != (model is not None):
         raise UserError("--method model needs --model FILE" if model is None
                         else f"--method {method}: takes no --model (it does not use a predictor)")
-
-
-def _source(method: str, data: DataFile, model: Path | None, dev: torch.device, precision: str) -> Source:
-    if method == MODEL:
-        return ModelSource(Path(model), dev, precision)
-    return DatasetSource(data) if method == FROM_DATASET else ClassicalSource(method)
 
 
 def _check_out(out: Path, data: DataFile) -> None:
