@@ -3,7 +3,7 @@
 `model.pt` (kind `ser-run`, format 1) holds the run's `TrainSettings`, the learner's weights (classifier with its
 head, CoPE's prototypes included, and with SER the saliency network, its config and the modulation), the class names
 and the fingerprints of the data and maps files it was trained on. `run.json` holds what `ser compare` groups by:
-`config_hash` (sha256 of the train settings without `seed`, `checkpoint_every` and the settings of other methods,
+`config_hash` (sha256 of the train settings without `seed`, `checkpoint_every` and the knobs of other methods,
 so seeds of one configuration share it), `method`, `ser`, `seed` and `data_fingerprint`. `load_run` gives back an
 object that evaluation and attacks use without caring whether SER is on.
 """
@@ -22,21 +22,24 @@ import torch
 from torch import Tensor, nn
 
 from ser_cli.continual.learner import Learner, restore_learner
-from ser_cli.continual.settings import TrainSettings
+from ser_cli.continual.settings import TrainSettings, method_knob_owners
 from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
 from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
 NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every")
-# Settings only one method reads, hashed only for that method (so adding them left every other run's hash as it was).
-METHOD_SETTINGS = {"cope_dim": "cope", "cope_temperature": "cope", "cope_momentum": "cope", "cope_iterations": "cope"}
+# DER's and DER++'s knobs were in every method's hash before other methods had knobs; they stay there so that no
+# existing run changes identity. Any other method knob counts only for the methods that declare it.
+HASHED_FOR_EVERY_METHOD = ("alpha", "beta")
+# method knob -> the methods whose hash includes it (from the knobs' declarations in `continual.settings`)
+METHOD_SETTINGS = {k: methods for k, methods in method_knob_owners().items() if k not in HASHED_FOR_EVERY_METHOD}
 
 
 def config_hash(settings: TrainSettings) -> str:
-    """Identity of a configuration across seeds: the settings, less the seed, the bookkeeping and other methods' own."""
+    """Identity of a configuration across seeds: the settings less the seed, bookkeeping and other methods' knobs."""
     config = {k: v for k, v in settings.to_dict().items()
-              if k not in NOT_IN_CONFIG_HASH and METHOD_SETTINGS.get(k, settings.method) == settings.method}
+              if k not in NOT_IN_CONFIG_HASH and settings.method in METHOD_SETTINGS.get(k, (settings.method,))}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,16 +3,20 @@
 `TrainFields` holds every `train` key the library and `params.yaml` share; `TrainSettings` (what the library
 reads) adds the class-IL evaluation rule and the resolved kind of `classifier_init`; `ser_cli.config.TrainConfig`
 (the `train` section of `params.yaml`) adds what only the stage uses (`saliency_checkpoint`, `workers`,
-`classifier_init` as given) and converts with `TrainConfig.settings()`. Defaults follow the paper's online setting
-(Bellitto et al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8, replay minibatch 8, SGD lr
-0.01 without momentum, DER++ alpha 0.1 / beta 0.5, CoPE 256-d prototypes / T 0.05 / momentum 0.9 / 5 inner
-iterations (the SER authors' code), SER decoder lr 0.005.
+`classifier_init` as given) and converts with `TrainConfig.settings()`. A method's own hyperparameters are a
+`MethodKnobs` section registered under the method's name (`@method_knobs("derpp")`; DER++'s extends DER's `alpha`):
+`TrainFields` inherits every section, so they stay flat `train.NAME` keys, and `method_knob_owners()` tells
+`run_io.config_hash` which methods read each. They live here, not in the method files, so that `ser_cli.config` (which
+every DVC stage imports) does not import the training stack. Defaults follow the paper's online setting (Bellitto et
+al., NeurIPS 2024, section 5 and method.md section 2): one pass, batch 8, replay minibatch 8, SGD lr 0.01 without
+momentum, DER++ alpha 0.1 / beta 0.5, CoPE 256-d prototypes / T 0.05 / momentum 0.9 / 5 inner iterations (the SER
+authors' code), SER decoder lr 0.005.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -20,8 +24,73 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_message
 
 
-class TrainFields(Section):
-    """The `train` keys shared by `params.yaml` and the library."""
+class MethodKnobs(Section):
+    """The hyperparameters one method alone reads; subclass it per method and register it with `method_knobs`."""
+
+
+K = TypeVar("K", bound=type[MethodKnobs])
+# method name -> its knobs, in registration order (the order of their keys in `TrainFields`)
+METHOD_KNOBS: dict[str, type[MethodKnobs]] = {}
+
+
+def method_knobs(method: str) -> Callable[[K], K]:
+    """Decorator registering a `MethodKnobs` subclass as the knobs of `method` (the name it is registered under)."""
+
+    def decorator(knobs: K) -> K:
+        if method in METHOD_KNOBS:
+            raise ValueError(f"knobs of method {method!r} registered twice")
+        METHOD_KNOBS[method] = knobs
+        return knobs
+
+    return decorator
+
+
+@method_knobs("der")
+class DerKnobs(MethodKnobs):
+    """DER's knobs (Buzzega et al., NeurIPS 2020; `methods/der.py`)."""
+
+    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
+
+
+@method_knobs("derpp")
+class DerppKnobs(DerKnobs):
+    """DER++'s knobs: DER's `alpha` and the label-replay weight (`methods/derpp.py`)."""
+
+    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
+
+
+@method_knobs("cope")
+class CopeKnobs(MethodKnobs):
+    """CoPE's knobs (De Lange & Tuytelaars, ICCV 2021; `methods/cope.py`)."""
+
+    cope_dim: int = Field(256, ge=1, description="CoPE embedding and prototype width.")
+    cope_temperature: float = Field(0.05, gt=0, description="CoPE temperature T of the PPP loss and the logits cos/T.")
+    cope_momentum: float = Field(0.9, ge=0, lt=1, description="CoPE prototype momentum m: p <- normalise(m p + (1 - m) "
+                                 "class mean of the batch's embeddings).")
+    cope_iterations: int = Field(5, ge=1, description="CoPE inner iterations per stream batch, each with a new replay "
+                                 "draw and one SGD step (the paper's code: 5).")
+
+
+def method_knob_owners() -> dict[str, tuple[str, ...]]:
+    """Each method knob -> the methods whose knobs declare it (`alpha`: der, derpp)."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for method, knobs in METHOD_KNOBS.items():
+        for name in knobs.model_fields:
+            owners[name] = (*owners.get(name, ()), method)
+    return owners
+
+
+def _knob_bases() -> tuple[type[MethodKnobs], ...]:
+    """The registered knobs as bases of `TrainFields`: each once (DerKnobs only through DerppKnobs), the last
+    registered first, so that their keys follow in registration order."""
+    sections = list(METHOD_KNOBS.values())
+    leaves = [k for k in sections if not any(o is not k and issubclass(o, k) for o in sections)]
+    return tuple(reversed(leaves))
+
+
+class _LeadingFields(Section):
+    """The `train` keys before the methods' knobs: a class of their own only so that the keys keep the order they
+    have always had (resolved params files and the list of known keys in errors show them in order)."""
 
     method: str = Field("derpp", description="A registered method (`ser train --help` lists them); NAME_ser: with "
                         "SER.")
@@ -41,14 +110,11 @@ class TrainFields(Section):
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
     sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
-    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
-    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
-    cope_dim: int = Field(256, ge=1, description="CoPE embedding and prototype width.")
-    cope_temperature: float = Field(0.05, gt=0, description="CoPE temperature T of the PPP loss and the logits cos/T.")
-    cope_momentum: float = Field(0.9, ge=0, lt=1, description="CoPE prototype momentum m: p <- normalise(m p + (1 - m) "
-                                 "class mean of the batch's embeddings).")
-    cope_iterations: int = Field(5, ge=1, description="CoPE inner iterations per stream batch, each with a new replay "
-                                 "draw and one SGD step (the paper's code: 5).")
+
+
+class TrainFields(*_knob_bases(), _LeadingFields):
+    """The `train` keys shared by `params.yaml` and the library: the leading ones, every method's knobs, these."""
+
     stream_taps: Literal["train", "eval"] = Field(
         "train", description="BatchNorm mode of the saliency features that modulate the stream batch: train (the "
         "authors' design: those of the saliency step's forward) or eval (as replay and test images get).")
