@@ -84,6 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--threads", type=int, default=0, help="torch threads in each child (default: torch's, i.e. OMP_NUM_THREADS).")
     add("--memory-tuning", choices=["on", "off", "both"], default="on",
         help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
+    add("--memory-only", action="store_true",
+        help="Time and memory alone: no FLOP count and no matmul / convolution peaks; --steps >= 1 and --warmup >= 0 "
+        "(peak memory needs one step).")
     add("--end-to-end", action="store_true", help="Also time the real `ser train` (loading included) per config.")
     add(
         "--quick",
@@ -101,7 +104,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if getattr(args, key, None) is None:  # peak_repeats has no option
             setattr(args, key, value)
     args.out = args.out or ROOT / "benchmarks" / "results" / f"train_step{'_quick' if args.quick else ''}.json"
-    if args.steps < (QUICK_MIN_STEPS if args.quick else MIN_STEPS) or args.warmup < 1:
+    if args.memory_only:
+        if args.steps < 1 or args.warmup < 0:
+            parser.error("--steps must be >= 1 and --warmup >= 0")
+    elif args.steps < (QUICK_MIN_STEPS if args.quick else MIN_STEPS) or args.warmup < 1:
         parser.error(f"--steps must be >= {MIN_STEPS} (>= {QUICK_MIN_STEPS} with --quick) and --warmup >= 1")
     try:
         args.size_list = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
@@ -121,6 +127,7 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
         matmul_n=args.matmul_n,
         threads=args.threads,
         peak_repeats=args.peak_repeats,
+        figures=not args.memory_only,
     )
     sers = {"both": (False, True), "on": (True,), "off": (False,)}[args.ser]
     tunings = {"both": (False, True), "on": (True,), "off": (False,)}[args.memory_tuning]
@@ -172,12 +179,19 @@ def cells(r: dict[str, Any]) -> list[str]:
         if e2e is None
         else e2e.get("error") or (f"{e2e['seconds_per_step']:.3g} ({e2e['ratio_to_step_only']:.2f}x)")
     )
+    figures = (
+        [
+            f"{r['flop_per_step'] / GB:,.1f}",
+            f"{r['gflop_per_s']:,.1f}",
+            percent_of(r["fraction_of_matmul_peak"], r["matmul_peak"]),
+            percent_of(r["fraction_of_conv_peak"], r["conv_peak"]),
+        ]
+        if "flop_per_step" in r
+        else ["-"] * 4  # --memory-only
+    )
     return [
         f"{s['median']:.3g} ({s['min']:.3g}-{s['max']:.3g})",
-        f"{r['flop_per_step'] / GB:,.1f}",
-        f"{r['gflop_per_s']:,.1f}",
-        percent_of(r["fraction_of_matmul_peak"], r["matmul_peak"]),
-        percent_of(r["fraction_of_conv_peak"], r["conv_peak"]),
+        *figures,
         f"{seconds_cell(cpu['user'])} / {seconds_cell(cpu['sys'])} ({100 * cpu['sys_share']:.0f} %)",
         f"{r['minor_faults_per_step']:,.0f}",
         f"{memory / GB:.2f}",

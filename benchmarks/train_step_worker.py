@@ -62,6 +62,7 @@ class StepConfig:
     peak_repeats: int = 3
     threads: int = 0  # 0: torch's default
     memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
+    figures: bool = True  # FLOPs and the matmul / convolution peaks (off: --memory-only, time and memory alone)
 
     def settings(self) -> TrainSettings:
         """The run's settings, diagnostics off (they run every 25th step in `ser train`; here they would make one
@@ -179,18 +180,8 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
         "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "buffer_bytes": method.buffer.nbytes if method.buffer is not None else 0,
     }
-    batch = random_batch(cfg, 1, torch.Generator().manual_seed(3))
-    flops, conv_flops = counted_flops(lambda: train_step(method, learner, batch, device))
     bf16 = use_bf16(settings.precision, device)
-    matmul = matmul_peak(cfg.matmul_n, torch.bfloat16 if bf16 else torch.float32, device, cfg.peak_repeats)
-    # channels-last with bf16 on CUDA only, as `build_learner`
-    memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
-    specs = conv_shapes(learner.classifier, cfg.height, cfg.width, device)
-    conv = conv_peak(
-        specs, cfg.batch_size, device, cfg.peak_repeats, autocast=learner.autocast, memory_format=memory_format
-    )
     step = median(steps["seconds"])
-    achieved = flops / step / 1e9
     user, sys_ = median(steps["user"]), median(steps["sys"])
     return {
         "config": {
@@ -209,13 +200,7 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
             "max": max(steps["seconds"]),
             "all": steps["seconds"],
         },
-        "flop_per_step": flops,
-        "conv_flop_per_step": conv_flops,
-        "gflop_per_s": achieved,
-        "matmul_peak": matmul,
-        "conv_peak": conv,
-        "fraction_of_matmul_peak": achieved / matmul["gflop_per_s"],
-        "fraction_of_conv_peak": achieved / conv["gflop_per_s"],
+        **(compute_figures(cfg, method, learner, device, step, bf16) if cfg.figures else {}),
         "cpu_seconds_per_step": {
             "user": user,
             "sys": sys_,
@@ -226,6 +211,30 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
         "minor_faults_per_step": median(steps["minor_faults"]),
         **memory,
         "losses_finite": all(steps["finite"]),
+    }
+
+
+def compute_figures(cfg: StepConfig, method: Method, learner: Learner, device: torch.device, step: float,
+                    bf16: bool) -> dict[str, Any]:
+    """FLOPs of one more step, the achieved rate, and this process's matmul and convolution peaks."""
+    batch = random_batch(cfg, 1, torch.Generator().manual_seed(3))
+    flops, conv_flops = counted_flops(lambda: train_step(method, learner, batch, device))
+    matmul = matmul_peak(cfg.matmul_n, torch.bfloat16 if bf16 else torch.float32, device, cfg.peak_repeats)
+    # channels-last with bf16 on CUDA only, as `build_learner`
+    memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
+    specs = conv_shapes(learner.classifier, cfg.height, cfg.width, device)
+    conv = conv_peak(
+        specs, cfg.batch_size, device, cfg.peak_repeats, autocast=learner.autocast, memory_format=memory_format
+    )
+    achieved = flops / step / 1e9
+    return {
+        "flop_per_step": flops,
+        "conv_flop_per_step": conv_flops,
+        "gflop_per_s": achieved,
+        "matmul_peak": matmul,
+        "conv_peak": conv,
+        "fraction_of_matmul_peak": achieved / matmul["gflop_per_s"],
+        "fraction_of_conv_peak": achieved / conv["gflop_per_s"],
     }
 
 

@@ -206,3 +206,39 @@ def test_normalizer_unit_scale_matches_the_uint8_path() -> None:
     images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
     norm = Normalizer("cpu")
     assert torch.allclose(norm.unit(images / 255.0), norm(images), atol=1e-5)
+
+
+def _summed_backward(method, batch: StreamBatch) -> list[torch.Tensor | None]:
+    """The gradients one backward of the sum of all terms leaves (the step before per-term backward)."""
+    x = method.learner.normalize(batch.images)
+    method.learner.saliency_step(x, batch.maps)
+    method.optimizer.zero_grad(set_to_none=True)
+    sum(loss for _, loss in method.loss_terms(x, batch.labels)).backward()
+    return [p.grad for p in method.learner.parameters()]
+
+
+@pytest.mark.parametrize(("name", "ser", "mnp"), [
+    ("derpp", False, "multiply"), ("derpp", True, "multiply"), ("derpp", True, "dwseparable"),
+    ("derpp", True, "aggregate"), ("der", True, "multiply"), ("er", True, "multiply"), ("er_ace", False, "multiply"),
+])
+def test_per_term_backward_leaves_the_gradients_of_one_summed_backward_bit_for_bit(name, ser, mnp) -> None:
+    # Two identical methods after three steps (the saliency decoder's dropout draws from the global generator).
+    methods = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        method, _ = _method(name, ser=ser, mnp=mnp)
+        for task, epoch in ((0, 0), (0, 1), (1, 0)):
+            method.before_task(task)
+            torch.manual_seed(task + 10 * epoch)
+            method.observe(_batch(task, epoch))
+        methods.append(method)
+    per_term, summed = methods
+    batch = _batch(1, epoch=1)
+    torch.manual_seed(5)
+    per_term.observe(batch)  # leaves its gradients in .grad (set to None only at the next step)
+    torch.manual_seed(5)
+    want = _summed_backward(summed, batch)
+    got = [p.grad for p in per_term.learner.parameters()]
+    assert sum(g is not None for g in want) > 10
+    for g, w in zip(got, want, strict=True):
+        assert (g is None and w is None) or torch.equal(g, w)

@@ -3,15 +3,20 @@
 In the style of Avalanche's strategy templates, a method is a small object with `before_task`, `after_task` and
 `observe`; `observe` is the same for every method (SER, Bellitto et al., NeurIPS 2024, method.md section 4):
 1. the learner's saliency step on the stream batch (a no-op without SER);
-2.-3. the method's losses on the stream and on replay draws (`losses`, the only part a method writes);
-4. one backward of their sum and one SGD step of the classifier (and MNP) parameters;
+2.-3. the method's loss terms on the stream and on replay draws (`loss_terms`, the only part a method writes);
+4. the gradient of their sum and one SGD step of the classifier (and MNP) parameters;
 5. the stream batch offered to the reservoir buffer (with its logits for DER / DER++).
 The classifier optimiser is SGD (paper: lr 0.01, no momentum), built once and never reset between tasks.
+
+Step 4 backpropagates each term as soon as the method yields it, so only one term's graph (one forward of a
+batch) is alive at a time instead of all of them (DER++: the stream batch and two replay draws, so about a third
+of the activation memory); the terms' parameter gradients are then summed in the order one backward of their sum
+adds them (`sum_term_gradients`), so the step is bit-identical to that backward.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -38,9 +43,13 @@ class StreamBatch:
     labels: Tensor
 
 
+LossTerms = Iterator[tuple[str, Tensor]]  # (name, weighted scalar loss), each computed just before it is yielded
+
+
 @dataclass
 class StepLosses:
-    """What a method's `losses` returns.
+    """Loss terms of one step with the stream logits: what CoPE's `losses` returns (its PPP loss couples the stream
+    and replay samples in one term, so CoPE keeps its own `observe`).
 
     Attributes:
         terms: Named loss terms, already weighted; the classifier minimises their sum.
@@ -51,7 +60,7 @@ class StepLosses:
     stream_logits: Tensor
 
 
-class Method(ABC):
+class Method:
     """A continual-learning method: hooks around one shared training step.
 
     Class attributes:
@@ -83,6 +92,7 @@ class Method(ABC):
             learner.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
         self.task = 0
+        self._stream_logits: Tensor | None = None  # this step's, set by `stream_forward`
 
     def before_task(self, task: int) -> None:
         """Hook called before the first step of `task`."""
@@ -100,18 +110,48 @@ class Method(ABC):
         x = self.learner.normalize(batch.images)  # (B, 3, H, W)
         saliency = self.learner.saliency_step(x, batch.maps)
         self.optimizer.zero_grad(set_to_none=True)
-        with self.learner.autocast():
-            out = self.losses(x, batch.labels)
-        total = sum(out.terms.values())
-        total.backward()
+        self._stream_logits = None
+        terms = self._backward_each(self.loss_terms(x, batch.labels))
         self.optimizer.step()
         self.learner.end_step()
-        self.remember(batch, out.stream_logits)
-        return {**{k: v.detach() for k, v in out.terms.items()}, "loss": total.detach(), **saliency}
+        self.remember(batch, self._stream_logits)
+        return {**terms, "loss": sum(terms.values()), **saliency}
 
-    @abstractmethod
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
-        """The method's loss terms for a normalised stream batch `x` (B, 3, H, W) with `labels` (B,)."""
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
+        """The method's weighted loss terms for a normalised stream batch `x` (B, 3, H, W) with `labels` (B,).
+
+        A generator: compute each term's forward just before yielding it (the skeleton backpropagates it before
+        asking for the next one), the stream batch's through `stream_forward`. Every method that uses the shared
+        `observe` writes this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has its own observe")
+
+    def stream_forward(self, x: Tensor) -> Tensor:
+        """The stream batch's logits (B, n_classes); their detached copy is what `remember` stores (DER, DER++)."""
+        logits = self.learner.logits(x, "stream")
+        self._stream_logits = logits.detach()
+        return logits
+
+    def _backward_each(self, terms: LossTerms) -> dict[str, Tensor]:
+        """Backpropagate each term as it comes (its forward under autocast, its backward outside), then leave the
+        sum of the terms' gradients in `.grad`; returns the detached terms."""
+        params = self.learner.parameters()
+        values: dict[str, Tensor] = {}
+        per_term: list[list[Tensor | None]] = []
+        while True:
+            with self.learner.autocast():
+                item = next(terms, None)
+            if item is None:
+                break
+            name, loss = item
+            loss.backward()
+            values[name] = loss.detach()
+            per_term.append([p.grad for p in params])
+            for p in params:
+                p.grad = None
+        for p, grads in zip(params, zip(*per_term, strict=True), strict=True):
+            p.grad = sum_term_gradients(grads)
+        return values
 
     def replay(self, n: int) -> tuple[Tensor, dict[str, Tensor]]:
         """One draw of `n` buffer samples: their normalised images (n, 3, H, W) and stored fields."""
@@ -122,11 +162,11 @@ class Method(ABC):
         """Whether the buffer holds anything to draw."""
         return self.buffer is not None and len(self.buffer) > 0
 
-    def remember(self, batch: StreamBatch, stream_logits: Tensor) -> None:
+    def remember(self, batch: StreamBatch, stream_logits: Tensor | None) -> None:
         """Offer the stream batch to the buffer (step 5)."""
         if self.buffer is None:
             return
-        logits = stream_logits.detach() if self.stores_logits else None
+        logits = stream_logits if self.stores_logits else None
         self.buffer.add(batch.images, batch.labels, self.task, logits=logits)
 
     def state_dict(self) -> dict[str, Any]:
@@ -152,3 +192,14 @@ class Method(ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027  (no extra state by default)
         """Restore `extra_state()`."""
+
+
+def sum_term_gradients(grads: tuple[Tensor | None, ...]) -> Tensor | None:
+    """One parameter's gradient from its per-term gradients (None: the term does not reach it), added from the last
+    term to the first: one backward of the terms' sum runs the branch built last first and adds each branch's
+    contribution as it arrives, so this is the float sum that backward leaves, bit for bit (tests/test_methods.py)."""
+    total = None
+    for g in reversed(grads):
+        if g is not None:
+            total = g if total is None else total + g
+    return total

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.base import LossTerms, Method
 from ser_cli.continual.methods.registry import register_method
 
 
@@ -19,12 +19,10 @@ class DarkExperienceReplay(Method):
 
     stores_logits = True
 
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
         """Stream CE and, when the buffer holds samples, alpha * MSE to the stored logits."""
-        logits = self.learner.logits(x, "stream")  # (B, n_classes)
-        terms = {"stream_ce": F.cross_entropy(logits, labels)}
+        yield "stream_ce", F.cross_entropy(self.stream_forward(x), labels)  # logits (B, n_classes)
         if self.can_replay():
             xr, draw = self.replay(self.settings.minibatch_size)  # (M, 3, H, W)
             replay_logits = self.learner.logits(xr, "replay")  # (M, n_classes)
-            terms["replay_mse"] = self.settings.alpha * F.mse_loss(replay_logits.float(), draw["logits"])
-        return StepLosses(terms, logits)
+            yield "replay_mse", self.settings.alpha * F.mse_loss(replay_logits.float(), draw["logits"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.base import LossTerms, Method
 from ser_cli.continual.methods.registry import register_method
 
 
@@ -42,9 +42,19 @@ def derpp_terms(
     """
     return {
         "stream_ce": F.cross_entropy(logits, labels),
-        "replay_mse": alpha * F.mse_loss(logits_1.float(), stored_logits_1.float()),
-        "replay_ce": beta * F.cross_entropy(logits_2, labels_2),
+        "replay_mse": logit_mse(logits_1, stored_logits_1, alpha),
+        "replay_ce": label_ce(logits_2, labels_2, beta),
     }
+
+
+def logit_mse(logits: Tensor, stored_logits: Tensor, alpha: float) -> Tensor:
+    """alpha * MSE(f(x1), z1), in float32 (the stored logits may come from a bf16 step)."""
+    return alpha * F.mse_loss(logits.float(), stored_logits.float())
+
+
+def label_ce(logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """beta * CE(f(x2), y2)."""
+    return beta * F.cross_entropy(logits, labels)
 
 
 @register_method("derpp")
@@ -53,16 +63,13 @@ class DarkExperienceReplayPlusPlus(Method):
 
     stores_logits = True
 
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
-        """The DER++ terms; only the stream CE while the buffer is empty."""
-        logits = self.learner.logits(x, "stream")  # (B, n_classes)
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
+        """The DER++ terms, one forward each; only the stream CE while the buffer is empty."""
+        yield "stream_ce", F.cross_entropy(self.stream_forward(x), labels)  # logits (B, n_classes)
         if not self.can_replay():
-            return StepLosses({"stream_ce": F.cross_entropy(logits, labels)}, logits)
+            return
         m = self.settings.minibatch_size
         x1, draw_1 = self.replay(m)  # (M, 3, H, W)
-        logits_1 = self.learner.logits(x1, "replay")
+        yield "replay_mse", logit_mse(self.learner.logits(x1, "replay"), draw_1["logits"], self.settings.alpha)
         x2, draw_2 = self.replay(m)  # an independent draw
-        logits_2 = self.learner.logits(x2, "replay")
-        alpha, beta = self.settings.alpha, self.settings.beta
-        terms = derpp_terms(logits, labels, logits_1, draw_1["logits"], logits_2, draw_2["labels"], alpha, beta)
-        return StepLosses(terms, logits)
+        yield "replay_ce", label_ce(self.learner.logits(x2, "replay"), draw_2["labels"], self.settings.beta)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.base import LossTerms, Method
 from ser_cli.continual.methods.registry import register_method
 
 
@@ -19,11 +19,9 @@ from ser_cli.continual.methods.registry import register_method
 class ExperienceReplay(Method):
     """Stream CE plus replay CE."""
 
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
         """Stream CE and, when the buffer holds samples, replay CE."""
-        logits = self.learner.logits(x, "stream")  # (B, n_classes)
-        terms = {"stream_ce": F.cross_entropy(logits, labels)}
+        yield "stream_ce", F.cross_entropy(self.stream_forward(x), labels)  # logits (B, n_classes)
         if self.can_replay():
             xr, draw = self.replay(self.settings.minibatch_size)  # (M, 3, H, W)
-            terms["replay_ce"] = F.cross_entropy(self.learner.logits(xr, "replay"), draw["labels"])
-        return StepLosses(terms, logits)
+            yield "replay_ce", F.cross_entropy(self.learner.logits(xr, "replay"), draw["labels"])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.base import LossTerms, Method
 from ser_cli.continual.methods.registry import register_method
 
 
@@ -48,19 +48,18 @@ class ErAce(Method):
         super().__init__(*args, **kwargs)
         self.seen = torch.zeros(self.settings.n_classes, dtype=torch.bool, device=self.learner.normalize.device)
 
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
         """Masked (from task 1) stream CE and replay CE (from task 1)."""
-        logits = self.learner.logits(x, "stream")  # (B, n_classes)
+        logits = self.stream_forward(x)  # (B, n_classes)
         self.seen.index_fill_(0, labels, True)
         stream = logits
         if self.task > 0:
             keep = ace_mask(self.seen, labels)  # (n_classes,)
             stream = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        terms = {"stream_ce": F.cross_entropy(stream, labels)}
+        yield "stream_ce", F.cross_entropy(stream, labels)
         if self.task > 0 and self.can_replay():
             xr, draw = self.replay(self.settings.minibatch_size)  # (M, 3, H, W)
-            terms["replay_ce"] = F.cross_entropy(self.learner.logits(xr, "replay"), draw["labels"])
-        return StepLosses(terms, logits)
+            yield "replay_ce", F.cross_entropy(self.learner.logits(xr, "replay"), draw["labels"])
 
     def extra_state(self) -> dict[str, Any]:
         """The classes seen so far."""

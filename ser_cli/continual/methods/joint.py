@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ser_cli.continual.methods.base import Method, StepLosses
+from ser_cli.continual.methods.base import LossTerms, Method
 from ser_cli.continual.methods.registry import register_method
 
 
@@ -23,7 +23,6 @@ class Joint(Method):
     uses_buffer = False
     schedule = "joint"
 
-    def losses(self, x: Tensor, labels: Tensor) -> StepLosses:
+    def loss_terms(self, x: Tensor, labels: Tensor) -> LossTerms:
         """Cross-entropy on a batch of the joint stream."""
-        logits = self.learner.logits(x, "stream")  # (B, n_classes)
-        return StepLosses({"stream_ce": F.cross_entropy(logits, labels)}, logits)
+        yield "stream_ce", F.cross_entropy(self.stream_forward(x), labels)
