@@ -3,8 +3,9 @@
 A training batch is what `ser train` reads: image, saliency map and label, batch 8 at the paper's 288x384, drawn
 by a shuffled DataLoader (random access). Three sources hold the same 200 images:
 
-(a) the HDF5 store with raw uint8 pixels (`storage = "raw"`, the default): no decoding, no resizing;
-(b) the HDF5 store with PNG-encoded pixels (`storage = "encoded"`): decoded per item, already at size;
+(a) the HDF5 store with raw uint8 pixels (`storage = "raw"`, the default): no decoding, no resizing, a batch read
+    in one `SplitDataset.__getitems__` call (also timed item by item, the DataLoader's default fetch, as (a1));
+(b) the HDF5 store with PNG-encoded pixels (`storage = "encoded"`): decoded per image, already at size;
 (c) the authors' layout, `images/train/<wnid>/<name>.JPEG` of about 500x375 plus `annotations/.../<name>.png`,
     decoded and LANCZOS-resized to 288x384 per item, as SER's `datasets/seq_imagenet100.py` does.
 
@@ -24,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Row, blob_map, rate, register_benchmark, smooth_image
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.writer import StoreWriter
 
 N_IMAGES, N_CLASSES = 200, 4
@@ -32,6 +33,12 @@ SOURCE_SIZE = (375, 500)  # (H, W) of the JPEGs, a typical ImageNet photograph
 SIZE = (288, 384)  # (H, W) the paper trains at
 BATCH, WORKERS = 8, (0, 2)
 MIN_SECONDS = 1.5
+
+
+class ItemByItem(SplitDataset):
+    """`SplitDataset` without its batch read: the DataLoader fetches `dataset[i]` per item and collates them."""
+
+    __getitems__ = None
 
 
 class JpegFolder(Dataset):
@@ -100,6 +107,7 @@ def _batches(dataset: Dataset, workers: int) -> Iterator[int]:
         batch_size=BATCH,
         shuffle=True,
         num_workers=workers,
+        collate_fn=collate,
         generator=generator,
         persistent_workers=workers > 0,
     )
@@ -130,10 +138,12 @@ def run() -> list[Row]:
         root = Path(tmp)
         paths, labels = write_jpeg_folder(root / "jpeg", N_IMAGES)
         folder = JpegFolder(paths, labels, SIZE)
+        raw = write_store(root / "raw.h5", folder, "raw")
         datasets = {
-            "(a) hdf5 raw": SplitDataset(write_store(root / "raw.h5", folder, "raw"), "train"),
+            "(a) hdf5 raw": SplitDataset(raw, "train"),
             "(b) hdf5 encoded (png)": SplitDataset(write_store(root / "encoded.h5", folder, "encoded"), "train"),
             "(c) jpeg folder + lanczos": folder,
+            "(a1) hdf5 raw, item by item": ItemByItem(raw, "train"),
         }
         rates = measure(datasets)
     note = f"batch {BATCH}, {SIZE[0]}x{SIZE[1]}, shuffled, {N_IMAGES} images"

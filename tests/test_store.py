@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter, partial_path
 from ser_cli.runtime.errors import UserError
@@ -59,13 +59,65 @@ def test_dataset_items_and_map_normalisation(tmp_path: Path) -> None:
     assert (int(label), int(row)) == (1, 3)
 
 
+def _big_file(path: Path, storage: str, with_maps: bool) -> Path:
+    """6 rows at 288x384 whose maps sum past 2**24, where a float32 sum depends on the order of its additions;
+    row 4's map is all zero."""
+    rng = np.random.default_rng(1)
+    w = StoreWriter(path, height=288, width=384, class_names=["a", "b"], provenance={}, storage=storage)
+    w.create_split("train", 6, with_maps=with_maps)
+    maps = rng.integers(200, 256, (6, 288, 384), dtype=np.uint8)
+    maps[4] = 0
+    images = rng.integers(0, 256, (6, 288, 384, 3), dtype=np.uint8)
+    w.write_rows("train", np.arange(6), images, np.array([1, 0, 1, 1, 0, 0]), maps if with_maps else None)
+    return w.finalize()
+
+
+def _maps_file(path: Path, n: int, height: int, width: int) -> Path:
+    """A maps file as `ser precompute` lays it out (gzip, one chunk per map); the dataset reads only `maps`."""
+    with h5py.File(path, "w") as h5:
+        h5.create_group("train").create_dataset("maps", data=np.random.default_rng(2).integers(
+            200, 256, (n, height, width), dtype=np.uint8), chunks=(1, height, width), compression="gzip")
+    return path
+
+
+def _same_batch(got: list[torch.Tensor] | tuple[torch.Tensor, ...], want: list[torch.Tensor]) -> bool:
+    return len(got) == len(want) and all(
+        a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride() and torch.equal(a, b)
+        for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("storage", ["raw", "encoded"])
+@pytest.mark.parametrize("maps", ["data file", "maps file", "uniform"])
+def test_batched_read_equals_items_collated(tmp_path: Path, storage: str, maps: str) -> None:
+    path = _big_file(tmp_path / "d.h5", storage, with_maps=maps == "data file")
+    maps_path = _maps_file(tmp_path / "m.h5", 6, 288, 384) if maps == "maps file" else None
+    ds = SplitDataset(path, "train", rows=np.array([5, 2, 4, 0, 3]), maps_path=maps_path)
+    indices = [3, 1, 1, 4, 0, 2, 3]  # shuffled, with repeats, over rows that are not in file order
+    batch = ds.__getitems__(indices)
+    assert _same_batch(batch, default_collate([ds[i] for i in indices]))
+    assert batch[3].tolist() == [0, 2, 2, 3, 5, 4, 0]
+    assert torch.allclose(batch[1].sum(dim=(1, 2)), torch.ones(7))
+    assert isinstance(collate(batch), list) and _same_batch(collate(batch), list(batch))
+
+
 def test_dataloader_workers_open_their_own_handles(tiny_synth: Path) -> None:
     ds = SplitDataset(tiny_synth, "train", with_fixations=True)
-    serial = [b[2] for b in DataLoader(ds, batch_size=5)]
-    parallel = [b[2] for b in DataLoader(ds, batch_size=5, num_workers=2)]
-    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    items = [default_collate([ds[i] for i in range(a, min(a + 5, len(ds)))]) for a in range(0, len(ds), 5)]
+    serial, parallel = (list(DataLoader(ds, batch_size=5, num_workers=w, collate_fn=collate)) for w in (0, 2))
+    assert len(items) == len(serial) == len(parallel) == 5
+    assert all(_same_batch(s, i) and _same_batch(p, i) for s, p, i in zip(serial, parallel, items, strict=True))
     *_, mask = ds[0]
     assert mask.dtype == torch.bool and mask.any()
+
+
+def test_dataloader_batches_do_not_depend_on_workers(tmp_path: Path) -> None:
+    path = _big_file(tmp_path / "d.h5", "encoded", with_maps=True)
+    ds = SplitDataset(path, "train", rows=np.array([5, 2, 4, 0, 3, 1]))
+    indices = [3, 1, 1, 5, 0, 2, 4]  # a sampler's order, with a repeat
+    serial, parallel = (list(DataLoader(ds, batch_size=4, sampler=indices, num_workers=w, collate_fn=collate))
+                        for w in (0, 2))
+    items = [default_collate([ds[i] for i in indices[a:a + 4]]) for a in (0, 4)]
+    assert all(_same_batch(s, i) and _same_batch(p, i) for s, p, i in zip(serial, parallel, items, strict=True))
 
 
 def test_not_hdf5_is_a_user_error(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ser_cli.continual.settings import TrainSettings
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.accuracy import hits_per_task
 from ser_cli.metrics.saliency import saliency_scores
@@ -117,7 +117,7 @@ class TestLoader:
     def batches(self, rows: np.ndarray, with_fixations: bool = False) -> Iterator[tuple[Tensor, ...]]:
         dataset = SplitDataset(self.data.path, "test", rows, self.maps_path, with_fixations=with_fixations)
         try:
-            for item in DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0):
+            for item in DataLoader(dataset, batch_size=self.batch_size, num_workers=0, collate_fn=collate):
                 images, maps, labels = item[0], item[1], item[2]
                 x01 = images.to(self.device).float().div_(255)  # (B, 3, H, W) in [0, 1]
                 fix = item[4].to(self.device) if with_fixations else None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.store import DataFile
 from ser_cli.runtime.errors import UserError
 
@@ -82,5 +82,5 @@ class ClassIncrementalScenario:
         return self._loader(SplitDataset(self.data.path, "test", rows, self.maps_path), self.eval_batch_size)
 
     def _loader(self, dataset: SplitDataset, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.workers,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.workers, collate_fn=collate,
                           persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))

@@ -114,9 +114,31 @@ def read_image(group: h5py.Group, row: int) -> np.ndarray:
     """One image (H, W, 3) uint8 from a split group, raw or PNG-encoded."""
     if "images" in group:
         return group["images"][row]
+    return _decode(group["images_encoded"][row])
+
+
+def read_images(group: h5py.Group, rows: np.ndarray, out: np.ndarray) -> None:
+    """Images of `rows` (any order, repeats allowed) into `out` (B, 3, H, W) uint8, channel-first, as `read_image`
+    reads them. One h5py read per row: a fancy selection of several rows of the (1, H, W, 3)-chunked images read
+    about 300x slower."""
+    raw = group["images"] if "images" in group else None
+    encoded = group["images_encoded"] if raw is None else None
+    for j in file_order(rows):
+        row = int(rows[j])
+        pixels = raw[row] if raw is not None else _decode(encoded[row])  # (H, W, 3)
+        out[j] = pixels.transpose(2, 0, 1)
+
+
+def file_order(rows: np.ndarray) -> np.ndarray:
+    """Positions of `rows` in increasing row order, to read a batch front to back: on a file that is not in the page
+    cache, increasing offsets let the OS read ahead."""
+    return np.argsort(rows, kind="stable")
+
+
+def _decode(blob: np.ndarray) -> np.ndarray:
     from PIL import Image
 
-    return np.array(Image.open(io.BytesIO(group["images_encoded"][row].tobytes())).convert("RGB"))
+    return np.array(Image.open(io.BytesIO(blob.tobytes())).convert("RGB"))
 
 
 def fixations_of(group: h5py.Group, row: int) -> np.ndarray:

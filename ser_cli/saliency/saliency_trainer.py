@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ser_cli.config import SaliencyConfig
+from ser_cli.data.dataset import collate
 from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime import distributed
@@ -89,12 +90,10 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: SaliencyConfig, epoch: i
 
 
 def make_loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -> DataLoader:
-    """Batches of `dataset[i]` for i in `rows`, in that order.
-
-    The loader gets its own generator so that creating its iterator does not draw from the global torch RNG
-    (which the decoder's dropout uses and a checkpoint restores).
-    """
-    return DataLoader(dataset, batch_size=batch_size, sampler=rows.tolist(), num_workers=workers,
+    """Batches of `dataset[i]` for i in `rows`, in that order (`SplitDataset` reads each batch in one call). The
+    loader's own generator keeps its iterator from drawing on the global torch RNG (the decoder's dropout uses it
+    and a checkpoint restores it)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=rows.tolist(), num_workers=workers, collate_fn=collate,
                       generator=torch.Generator(), pin_memory=False)
 
 

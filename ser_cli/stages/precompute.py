@@ -29,7 +29,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from ser_cli.config import PrecomputeConfig
-from ser_cli.data.dataset import SplitDataset
+from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.maps import FROM_DATASET, MODEL, MapsFile, MapsLayout
 from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, assemble_maps_file, work_path
 from ser_cli.data.schema import SPLITS
@@ -189,6 +189,7 @@ def _predict(
         SplitDataset(data_path, split),
         batch_sampler=[list(range(a, b)) for a, b in batches],
         num_workers=workers,
+        collate_fn=collate,
         pin_memory=dev.type == "cuda",
     )
     for images, maps, _labels, _rows in loader:
