@@ -98,15 +98,15 @@ def test_a_nan_loss_stops_the_run_naming_the_step_after_the_last_good_checkpoint
         tiny_stream(),
         checkpoint=lambda state: checkpoints.append(state["position"]["step"]),
     )
-    losses = trainer.method.losses
+    loss_terms = trainer.method.loss_terms
 
     def poisoned(x: torch.Tensor, labels: torch.Tensor):
-        out = losses(x, labels)
-        if trainer.position.step == 4:  # the fifth step
-            out.terms["stream_ce"] = out.terms["stream_ce"] * float("nan")
-        return out
+        for name, loss in loss_terms(x, labels):
+            if trainer.position.step == 4 and name == "stream_ce":  # the fifth step
+                loss = loss * float("nan")
+            yield name, loss
 
-    trainer.method.losses = poisoned
+    trainer.method.loss_terms = poisoned
     with pytest.raises(
         RunFailure,
         match=r"non-finite loss stream_ce=nan at step 5 \(task 1, epoch 0, batch 1\); the last good state is the "

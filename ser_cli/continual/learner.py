@@ -247,6 +247,7 @@ def build_learner(
     if classifier_weights is not None:
         classifier.load_state_dict(classifier_weights, strict=False)  # the head keeps its seeded initialisation
     classifier = classifier.to(device, memory_format=memory_format)
+    classifier.checkpoint_blocks = settings.activation_checkpointing
     learner_autocast = functools.partial(autocast, settings.precision, device)
     normalizer = Normalizer(device, memory_format)
     if not settings.ser:
@@ -261,6 +262,7 @@ def build_learner(
     modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks),
                                   classifier.activations)
     modulation = modulation.to(device, memory_format=memory_format)
+    classifier.recomputed_with = (modulation,)  # a tuple, not a submodule: the state dict stays as it is
     branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast, settings.stream_taps)
     return Learner(classifier, normalizer, branch, modulation, learner_autocast)
 

@@ -42,7 +42,7 @@ from ser_cli.runtime.seeding import seed_everything
 STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
 # Settings that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every")
+RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every", "activation_checkpointing")
 
 
 class ContinualTrainer:

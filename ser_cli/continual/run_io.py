@@ -3,7 +3,8 @@
 `model.pt` (kind `ser-run`, format 1) holds the run's `TrainSettings`, the learner's weights (classifier with its
 head, CoPE's prototypes included, and with SER the saliency network, its config and the modulation), the class names
 and the fingerprints of the data and maps files it was trained on. `run.json` holds what `ser compare` groups by:
-`config_hash` (sha256 of the train settings without `seed`, `checkpoint_every` and the knobs of other methods,
+`config_hash` (sha256 of the train settings without `seed`, the bookkeeping that cannot change results
+(`NOT_IN_CONFIG_HASH`) and the knobs of other methods,
 so seeds of one configuration share it), `method`, `ser`, `seed` and `data_fingerprint`. `load_run` gives back an
 object that evaluation and attacks use without caring whether SER is on.
 """
@@ -28,7 +29,7 @@ from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
-NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every")
+NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every", "activation_checkpointing")
 # DER's and DER++'s knobs were in every method's hash before other methods had knobs; they stay there so that no
 # existing run changes identity. Any other method knob counts only for the methods that declare it.
 HASHED_FOR_EVERY_METHOD = ("alpha", "beta")

@@ -121,6 +121,9 @@ class TrainFields(*_knob_bases(), _LeadingFields):
     diagnostics_every: int = Field(25, ge=0, description="Log modulation diagnostics every N steps (0: off).")
     precision: Precision = Field("auto", description=PRECISION_HELP)
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at task ends).")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute the classifier's blocks in the backward instead of keeping their activations: "
+        "less memory for about one more forward per step; the same weights.")
 
     @model_validator(mode="before")
     @classmethod

@@ -11,9 +11,11 @@ style of timm's model registry.
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ser_cli.models.recompute import recompute_in_backward
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
 
@@ -35,6 +37,10 @@ class Backbone(nn.Module):
     num_classes: int
     # Plain functions, not modules: no state-dict entries, so ResNet-18 checkpoints are unchanged.
     activations: tuple[Activation, ...] = (F.relu,) * 5
+    # Recompute each block in the backward instead of keeping its activations (`train.activation_checkpointing`),
+    # and the modules besides the block whose BatchNorm statistics a recompute must leave alone (the modulation's).
+    checkpoint_blocks: bool = False
+    recomputed_with: tuple[nn.Module, ...] = ()
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The five pre-activation taps of the plain network (the saliency encoder's output).
@@ -63,8 +69,13 @@ class Backbone(nn.Module):
             (B, tap_channels[-1]) averages over the whole last map.
         """
         activate = modulate if modulate is not None else self.activate
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = activate(i, block(x))  # (B, C_i, H_i, W_i)
+            def run(inp: Tensor, i: int = i, block: nn.Module = block) -> Tensor:
+                return activate(i, block(inp))
+
+            # (B, C_i, H_i, W_i)
+            x = recompute_in_backward(run, x, (block, *self.recomputed_with)) if recompute else run(x)
         # Whole-map mean: the authors' avg_pool2d(kernel=H) saw only the left H columns of a non-square map.
         return x.mean(dim=(2, 3))  # (B, C_4)
 
