@@ -84,6 +84,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--threads", type=int, default=0, help="torch threads in each child (default: torch's, i.e. OMP_NUM_THREADS).")
     add("--memory-tuning", choices=["on", "off", "both"], default="on",
         help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
+    add("--activation-checkpointing", choices=["on", "off", "both"], default="off",
+        help="Recompute the classifier's blocks in the backward (train.activation_checkpointing); both: side by side.")
     add("--memory-only", action="store_true",
         help="Time and memory alone: no FLOP count and no matmul / convolution peaks; --steps >= 1 and --warmup >= 0 "
         "(peak memory needs one step).")
@@ -131,11 +133,14 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
     )
     sers = {"both": (False, True), "on": (True,), "off": (False,)}[args.ser]
     tunings = {"both": (False, True), "on": (True,), "off": (False,)}[args.memory_tuning]
+    recomputes = {"both": (False, True), "on": (True,), "off": (False,)}[args.activation_checkpointing]
     grid = itertools.product(
-        args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings
+        args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings,
+        recomputes,
     )
-    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t)
-            for d, b, (h, w), m, s, t in grid]
+    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t,
+                    activation_checkpointing=r)
+            for d, b, (h, w), m, s, t, r in grid]
 
 
 def run_config(cfg: StepConfig) -> dict[str, Any]:
@@ -158,7 +163,8 @@ def run_config(cfg: StepConfig) -> dict[str, Any]:
 def label(cfg: dict[str, Any]) -> str:
     method = f"{cfg['method']}{'+ser' if cfg['ser'] else ''}"
     untuned = "" if cfg.get("memory_tuning", True) else " no-memory-tuning"
-    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}"
+    recompute = " activation-checkpointing" if cfg.get("activation_checkpointing") else ""
+    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}"
 
 
 def seconds_cell(value: float) -> str:

@@ -62,6 +62,7 @@ class StepConfig:
     peak_repeats: int = 3
     threads: int = 0  # 0: torch's default
     memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
+    activation_checkpointing: bool = False  # recompute the classifier's blocks in the backward
     figures: bool = True  # FLOPs and the matmul / convolution peaks (off: --memory-only, time and memory alone)
 
     def settings(self) -> TrainSettings:
@@ -77,6 +78,7 @@ class StepConfig:
             minibatch_size=self.minibatch_size,
             buffer_size=self.buffer_size,
             diagnostics_every=0,
+            activation_checkpointing=self.activation_checkpointing,
         )
 
 

@@ -76,6 +76,18 @@ def test_options() -> None:
         (32, "er_ace", False),
     ]
     assert all(c.steps == 5 and c.buffer_size == 2000 and c.backbone == "resnet18" for c in grid)
+    assert all(c.figures and not c.activation_checkpointing for c in grid)
+
+
+def test_memory_only_and_activation_checkpointing_options() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--memory-only", "--steps", "0"])
+    args = parse_args(["--memory-only", "--steps", "1", "--warmup", "0", "--activation-checkpointing", "both",
+                       "--methods", "derpp", "--ser", "on", "--sizes", "32x48", "--backbones", "resnet18"])
+    grid = configs(args)
+    assert [(c.steps, c.warmup, c.figures, c.activation_checkpointing) for c in grid] == [
+        (1, 0, False, False), (1, 0, False, True)]
+    assert grid[1].settings().activation_checkpointing
 
 
 def sane_step_result(r: dict) -> None:
