@@ -259,6 +259,7 @@ def build_learner(
             f"{classifier.tap_channels}: pretrain the saliency net on train.backbone={settings.backbone!r}"
         )
     net = net.to(device, memory_format=memory_format)
+    net.set_activation_checkpointing(settings.activation_checkpointing)
     modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks),
                                   classifier.activations)
     modulation = modulation.to(device, memory_format=memory_format)

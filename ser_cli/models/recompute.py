@@ -1,6 +1,6 @@
-"""Activation checkpointing of a backbone's blocks (`train.activation_checkpointing`): keep only each block's
-input during the forward and recompute the block in the backward (torch.utils.checkpoint, non-reentrant), trading
-about one more forward per step for the activation memory inside the blocks.
+"""Activation checkpointing (`train.activation_checkpointing`): keep only the inputs of each backbone block (and of
+the saliency decoder) during the forward and recompute the rest in the backward (torch.utils.checkpoint,
+non-reentrant), trading about one more forward per step for the activation memory inside them.
 
 Recomputing a block in train mode would update its BatchNorm running statistics a second time; the recompute
 therefore runs inside a context that puts them back as the first forward left them, so a checkpointed step leaves
@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def recompute_in_backward(fn: Callable[[Tensor], Tensor], x: Tensor, modules: Sequence[nn.Module]) -> Tensor:
-    """`fn(x)`, its intermediate activations recomputed in the backward instead of kept.
+def recompute_in_backward(fn: Callable[..., Any], *inputs: Any, modules: Sequence[nn.Module]) -> Any:
+    """`fn(*inputs)`, its intermediate activations recomputed in the backward instead of kept (random draws, e.g.
+    dropout masks, are replayed: torch's checkpoint restores the RNG state for the recompute).
 
     Args:
         fn: The block's computation.
-        x: Its input.
+        inputs: Its inputs (tensors or lists of tensors).
         modules: Every module `fn` runs whose BatchNorm statistics the recompute must leave untouched.
     """
-    return checkpoint(fn, x, use_reentrant=False,
+    return checkpoint(fn, *inputs, use_reentrant=False,
                       context_fn=lambda: (contextlib.nullcontext(), batchnorm_stats_kept(modules)))
 
 

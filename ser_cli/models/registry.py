@@ -51,10 +51,15 @@ class Backbone(nn.Module):
         Returns:
             One tensor per block, (B, tap_channels[i], H_i, W_i); returned as computed, not cloned.
         """
-        taps = [self.blocks[0](x)]
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
+
+        def run(block: nn.Module, inp: Tensor) -> Tensor:
+            return recompute_in_backward(block, inp, modules=(block,)) if recompute else block(inp)
+
+        taps = [run(self.blocks[0], x)]
         for act, block in zip(self.activations, self.blocks[1:], strict=False):
             # Out-of-place activation: the taps must keep their negative values.
-            taps.append(block(act(taps[-1])))
+            taps.append(run(block, act(taps[-1])))
         return taps
 
     def embed(self, x: Tensor, modulate: Modulate | None = None) -> Tensor:
@@ -75,7 +80,7 @@ class Backbone(nn.Module):
                 return activate(i, block(inp))
 
             # (B, C_i, H_i, W_i)
-            x = recompute_in_backward(run, x, (block, *self.recomputed_with)) if recompute else run(x)
+            x = recompute_in_backward(run, x, modules=(block, *self.recomputed_with)) if recompute else run(x)
         # Whole-map mean: the authors' avg_pool2d(kernel=H) saw only the left H columns of a non-square map.
         return x.mean(dim=(2, 3))  # (B, C_4)
 

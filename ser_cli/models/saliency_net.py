@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ser_cli.models.recompute import recompute_in_backward
 from ser_cli.models.registry import Activation, Backbone, build_backbone
 from ser_cli.runtime.errors import UserError
 
@@ -204,7 +205,13 @@ class SaliencyNet(nn.Module):
             The map, (B, 1, H, W) in (0, 1), and the encoder's five pre-activation taps.
         """
         taps = self.encoder.features(x)
+        if self.encoder.checkpoint_blocks and torch.is_grad_enabled():
+            return recompute_in_backward(self.decoder, taps, x.shape[-2:], modules=(self.decoder,)), taps
         return self.decoder(taps, x.shape[-2:]), taps
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the encoder's blocks and the decoder in the backward (`train.activation_checkpointing`)."""
+        self.encoder.checkpoint_blocks = on
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the encoder (the optimiser group with the lower learning rate)."""
