@@ -20,7 +20,7 @@ def _trained(ser: bool, checkpointing: bool, mnp: str = "multiply") -> tuple[dic
     learner = build_learner(settings, "cpu")
     method = build_method("derpp", learner, settings, SHAPE)
     logs = []
-    for task in (0, 1):
+    for task in (0,):  # four steps, the last three with both replay draws
         method.before_task(task)
         for images, maps, labels, _ in tiny_stream().train_loader([task]):
             torch.manual_seed(len(logs))  # the saliency decoder's dropout
@@ -35,7 +35,7 @@ def _tensors(state: object, prefix: str = "") -> dict[str, torch.Tensor]:
     return {k: v for key, value in items for k, v in _tensors(value, f"{prefix}.{key}").items()}
 
 
-@pytest.mark.parametrize(("ser", "mnp"), [(False, "multiply"), (True, "multiply"), (True, "dwseparable")])
+@pytest.mark.parametrize(("ser", "mnp"), [(False, "multiply"), (True, "dwseparable")])
 def test_checkpointed_steps_leave_the_same_weights_and_batchnorm_statistics(ser: bool, mnp: str) -> None:
     plain_state, plain_logs = _trained(ser, False, mnp)
     state, logs = _trained(ser, True, mnp)
