@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.registry import Registry
 from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_message
 
 
@@ -30,19 +31,12 @@ class MethodKnobs(Section):
 
 K = TypeVar("K", bound=type[MethodKnobs])
 # method name -> its knobs, in registration order (the order of their keys in `TrainFields`)
-METHOD_KNOBS: dict[str, type[MethodKnobs]] = {}
+METHOD_KNOBS: Registry = Registry("method knobs")  # name -> type[MethodKnobs]
 
 
 def method_knobs(method: str) -> Callable[[K], K]:
     """Decorator registering a `MethodKnobs` subclass as the knobs of `method` (the name it is registered under)."""
-
-    def decorator(knobs: K) -> K:
-        if method in METHOD_KNOBS:
-            raise ValueError(f"knobs of method {method!r} registered twice")
-        METHOD_KNOBS[method] = knobs
-        return knobs
-
-    return decorator
+    return METHOD_KNOBS.register(method)
 
 
 @method_knobs("der")
