@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.train_step_worker import StepConfig
+from ser_cli.runtime.allocator import preload_environment, tcmalloc_to_preload
 from ser_cli.runtime.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,9 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
 def run_config(cfg: StepConfig) -> dict[str, Any]:
     """One configuration in a fresh process; `{"config": ..., "error": last stderr line}` when it fails."""
     env = {**os.environ, "SER_QUIET": "1"}
+    library = tcmalloc_to_preload(env) if cfg.memory_tuning else None
+    if library is not None:  # as `ser` restarts itself (runtime/allocator.py)
+        env = preload_environment(env, library)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.train_step_worker", json.dumps(cfg.__dict__)],
         cwd=ROOT,
@@ -163,6 +167,8 @@ def run_config(cfg: StepConfig) -> dict[str, Any]:
 def label(cfg: dict[str, Any]) -> str:
     method = f"{cfg['method']}{'+ser' if cfg['ser'] else ''}"
     untuned = "" if cfg.get("memory_tuning", True) else " no-memory-tuning"
+    if cfg.get("memory_tuning", True) and isinstance(cfg.get("memory_tuning_applied"), str):
+        untuned = f" {cfg['memory_tuning_applied']}"  # which tuning ran: tcmalloc, glibc (mallopt) or none
     recompute = " activation-checkpointing" if cfg.get("activation_checkpointing") else ""
     return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}"
 

@@ -32,7 +32,7 @@ from benchmarks.compute_peaks import conv_peak, conv_shapes, counted_flops, matm
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method
 from ser_cli.continual.settings import TrainSettings
-from ser_cli.runtime.allocator import keep_freed_memory_mapped
+from ser_cli.runtime.allocator import tune_memory
 from ser_cli.runtime.device import resolve_device, use_bf16
 from ser_cli.runtime.seeding import seed_everything
 
@@ -168,7 +168,7 @@ def measure(cfg: StepConfig) -> dict[str, Any]:
     """Every figure of one configuration (see `benchmarks/RESULTS.md`)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tuned = keep_freed_memory_mapped() if cfg.memory_tuning else False
+    tuned = tune_memory() if cfg.memory_tuning else "none"  # tcmalloc (preloaded by run_config), glibc or none
     device = resolve_device(cfg.device)
     rss_at_start = rss_bytes()  # the interpreter, torch and its libraries: what no setting can save
     settings, learner, method = build(cfg, device)

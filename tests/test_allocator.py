@@ -4,6 +4,7 @@ faults, and `ser train` computes the same weights with the tuning on and off."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser_cli.runtime.allocator import RESTARTED, find_tcmalloc, preload_environment, tcmalloc_to_preload
 from tests import faults
 from tests.conftest import make_synth
 
@@ -66,3 +68,52 @@ def test_train_gives_the_same_weights_with_and_without_the_tuning(tmp_path: Path
     assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)
     assert (json.loads((tmp_path / "tuned" / "accuracy_matrix.json").read_text())
             == json.loads((tmp_path / "plain" / "accuracy_matrix.json").read_text()))
+
+
+tcmalloc = pytest.mark.skipif(find_tcmalloc() is None, reason="tcmalloc is not installed (libtcmalloc-minimal4)")
+
+# A child that calls the entry point's restart and reports the allocator it ends up on, with its arguments.
+RESTART = """
+import sys
+from ser_cli.runtime.allocator import loaded_caching_allocator, restart_with_tcmalloc
+restart_with_tcmalloc(sys.argv[1:])
+print(loaded_caching_allocator(), *sys.argv[1:])
+"""
+
+
+def _allocator_after_restart(*args: str, **environ: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", RESTARTED, "SER_ALLOCATOR")}
+    done = subprocess.run([sys.executable, "-c", RESTART, *args], capture_output=True, text=True, check=True,
+                          env={**env, **environ}, cwd=Path(__file__).resolve().parents[1])
+    return done.stdout.strip()
+
+
+@tcmalloc
+def test_the_entry_point_restarts_on_tcmalloc_once_with_the_same_arguments() -> None:
+    assert _allocator_after_restart("train", "--out", "a b") == "tcmalloc train --out a b"
+    assert _allocator_after_restart("--no-memory-tuning", "train") == "None --no-memory-tuning train"
+    assert _allocator_after_restart("train", SER_ALLOCATOR="glibc") == "None train"
+    assert _allocator_after_restart("train", **{RESTARTED: "1"}) == "None train"  # never a second restart
+
+
+def test_preloading_puts_the_library_first_and_marks_the_restart() -> None:
+    env = preload_environment({"LD_PRELOAD": "/x/libother.so", "PATH": "/bin"}, Path("/l/libtcmalloc.so.4"))
+    assert env["LD_PRELOAD"] == "/l/libtcmalloc.so.4 /x/libother.so" and env["PATH"] == "/bin"
+    assert env[RESTARTED] == "1" and int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 2**40
+    assert tcmalloc_to_preload(env) is None  # a process started with it never preloads again
+    assert tcmalloc_to_preload({"SER_ALLOCATOR": "glibc"}) is None
+
+
+@tcmalloc
+def test_train_on_tcmalloc_gives_the_same_weights_as_without_tuning(tmp_path: Path) -> None:
+    data = make_synth(tmp_path / "d.h5")
+    common = ["train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=2",
+              "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8", "--set", "train.batch_size=4",
+              "--set", "train.minibatch_size=4"]
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", RESTARTED, "SER_ALLOCATOR")}
+    for name, switch in (("tcmalloc", []), ("plain", ["--no-memory-tuning"])):
+        subprocess.run([sys.executable, "-m", "ser_cli", "-q", *switch, *common, "--out", str(tmp_path / name)],
+                       check=True, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True)
+    tuned, plain = (torch.load(tmp_path / n / "model.pt", weights_only=True)["learner"]["classifier"]
+                    for n in ("tcmalloc", "plain"))
+    assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)

@@ -16,7 +16,7 @@ from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import sweep as sweep_cli
 from ser_cli.cli import train as train_cli
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
-from ser_cli.runtime.allocator import keep_freed_memory_mapped
+from ser_cli.runtime.allocator import tune_memory
 from ser_cli.runtime.progress import set_quiet, stderr_console
 
 app = typer.Typer(
@@ -54,12 +54,13 @@ def root(
                                         help="No progress bars or status lines on stderr.")] = False,
     no_memory_tuning: Annotated[bool, typer.Option(
         "--no-memory-tuning", metavar="",
-        help="Let malloc return freed memory to the OS (slower at large sizes; same results).")] = False,
+        help="Leave the allocator alone: no restart on tcmalloc, freed memory goes back to the OS (slower at large "
+             "sizes; same results).")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
     set_quiet(quiet)
     if not no_memory_tuning:
-        keep_freed_memory_mapped()
+        tune_memory()
 
 
 def main() -> None:

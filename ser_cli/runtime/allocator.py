@@ -1,26 +1,105 @@
-"""Host allocator tuning: keep freed activation memory mapped between training steps (glibc on Linux).
+"""Host allocator tuning: keep freed activation memory mapped between training steps (Linux).
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB on 64-bit) with a fresh `mmap` and
 returns it to the kernel on `free`. A training step at the paper's 288x384 allocates and frees GBs of activations,
 so every step the kernel hands the same memory back as new zeroed pages: at 288x384 that was a third of each
-step's CPU time spent in the kernel (issue 13: 66-109 sys seconds a step, 25-30 M minor page faults). Two
-`mallopt` settings stop it: `M_MMAP_MAX = 0` serves large blocks from the heap instead of private mappings, and
-`M_TRIM_THRESHOLD = -1` never gives the heap's free top back, so the second step reuses the first step's pages.
-Chosen by measurement (benchmarks/RESULTS.md) over transparent huge pages for torch's allocations
-(`THP_MEM_ALLOC_ENABLE=1`: fewer but still recurring faults) and a preloaded jemalloc/tcmalloc (not installable
-from Python, needs the process to be restarted). The cost: the resident set stays at its peak until the process
-ends, which a training or evaluation process reaches anyway. The numbers computed are unaffected (tested).
+step's CPU time spent in the kernel (issue 13: 66-109 sys seconds a step, 25-30 M minor page faults).
+
+Two remedies, chosen by measurement (benchmarks/RESULTS.md), the first one available wins:
+
+1. **tcmalloc** (gperftools; Debian/Ubuntu `libtcmalloc-minimal4`, conda `gperftools`) when it is installed: `ser`
+   restarts itself once with the library in `LD_PRELOAD` (an allocator cannot be swapped inside a running process;
+   PyTorch's own CPU launcher `torch.backends.xeon.run_cpu` preloads it the same way). Its page heap keeps freed
+   spans for reuse and places blocks by size class, so the step faults almost nothing *and* the resident set stays
+   at the step's live size (at 144x192 with activation checkpointing: 0 % sys and 2.96 GB peak, against 14 % and
+   3.51 GB for glibc untouched).
+2. **glibc `mallopt`** otherwise: `M_MMAP_MAX = 0` serves large blocks from the heap instead of private mappings,
+   and `M_TRIM_THRESHOLD = -1` never gives the heap's free top back, so the second step reuses the first step's
+   pages. No page-fault storm either, but glibc's heap fragments at large sizes: the resident set stays above
+   the live size (at 288x384 15-18 GB against 9-12.5 without it).
+
+jemalloc (5.3, default settings) was measured too and purges freed pages eagerly (28 % sys). Transparent huge pages
+for torch's allocations only made faults fewer (14 -> 11 % sys). `--no-memory-tuning` (or `SER_ALLOCATOR=glibc`
+for the restart alone) leaves the allocator as it is. The numbers computed are unaffected (tested).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 # <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+
+# Where distributions and conda put gperftools' tcmalloc.
+TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
+TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                 "/usr/local/lib")
+# Set in the restarted process: never restart twice, whatever the outcome of the first.
+RESTARTED = "SER_ALLOCATOR_RESTARTED"
+
+
+def find_tcmalloc() -> Path | None:
+    """The shared tcmalloc library of this machine (the active conda environment's first), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prefix = os.environ.get("CONDA_PREFIX")
+    folders = [Path(prefix, "lib")] if prefix else []
+    for name in TCMALLOC_NAMES:
+        for folder in [*folders, *map(Path, TCMALLOC_DIRS)]:
+            for suffix in (".so.4", ".so"):
+                if (folder / f"lib{name}{suffix}").is_file():
+                    return folder / f"lib{name}{suffix}"
+    return None
+
+
+def loaded_caching_allocator() -> str | None:
+    """"tcmalloc" when this process runs on it (preloaded), else None."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    return "tcmalloc" if "libtcmalloc" in maps else None
+
+
+def preload_environment(environ: Mapping[str, str], library: Path) -> dict[str, str]:
+    """`environ` with `library` first in `LD_PRELOAD` (and tcmalloc's report of >1 GB blocks silenced)."""
+    preload = " ".join(p for p in (str(library), environ.get("LD_PRELOAD", "")) if p)
+    # tcmalloc prints a line for every allocation above 1 GB by default: stderr belongs to ser's progress
+    return {**environ, "LD_PRELOAD": preload, "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(2**40),
+            RESTARTED: "1"}
+
+
+def tcmalloc_to_preload(environ: Mapping[str, str]) -> Path | None:
+    """tcmalloc's library when a process started with `environ` should preload it: installed, and neither turned
+    off (`SER_ALLOCATOR=glibc`) nor preloaded already (`LD_PRELOAD`, or a restart done)."""
+    if (environ.get("SER_ALLOCATOR", "").lower() == "glibc" or environ.get(RESTARTED)
+            or "libtcmalloc" in environ.get("LD_PRELOAD", "")):
+        return None
+    return find_tcmalloc()
+
+
+def restart_with_tcmalloc(args: Sequence[str]) -> None:
+    """Replace this process by the same command with tcmalloc preloaded, when it is installed and wanted.
+
+    Called first thing by the `ser` entry point (nothing imported yet, so the restart costs one interpreter start).
+    Returns without restarting under `--no-memory-tuning`, `SER_ALLOCATOR=glibc`, after one restart, when tcmalloc
+    is already loaded or not installed, or when the command line of this process is not known.
+    """
+    if "--no-memory-tuning" in args or loaded_caching_allocator():
+        return
+    library = tcmalloc_to_preload(os.environ)
+    argv = getattr(sys, "orig_argv", None)
+    if library is None or not argv or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], preload_environment(os.environ, library))
 
 
 def keep_freed_memory_mapped() -> bool:
@@ -42,3 +121,11 @@ def keep_freed_memory_mapped() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; -1 for the trim threshold is mallopt(3)'s documented "never trim".
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, -1) == 1
+
+
+def tune_memory() -> str:
+    """Apply the best available tuning in this process: "tcmalloc" (already preloaded: nothing to do), "glibc"
+    (the mallopt pair) or "none"."""
+    if loaded_caching_allocator():
+        return "tcmalloc"
+    return "glibc" if keep_freed_memory_mapped() else "none"
