@@ -6,7 +6,8 @@
   - claim 3: SER minus plain accuracy under PGD-10 and FGSM at each epsilon (positive = SER more robust).
 Each with the mean over seeds and its 95 % Student-t interval (`ser_cli.report.pairs.paired_difference`).
 
-    python -m experiments.claims experiments/out/evidence/evals --out experiments/results/evidence/claims.md
+    python -m experiments.claims experiments/out/evidence/evals --out experiments/results/evidence/claims.md \
+        --plot experiments/results/evidence/claim3_robustness.png
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from ser_cli.plots.common import save_png
 from ser_cli.report.pairs import PairedDiff, paired_difference
 from ser_cli.runtime.atomic import write_text_atomic
 
@@ -66,15 +71,40 @@ def report(evals: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_robustness(evals: Path, path: Path) -> Path:
+    """Claim 3 as a figure: accuracy against epsilon, plain vs SER, one panel per method (mean +- std over seeds;
+    PGD-10 solid, FGSM dashed; epsilon 0 is the clean accuracy on the same 100 images)."""
+    fig = Figure(figsize=(13, 3.8), dpi=110)
+    for ax, (method, runs) in zip(fig.subplots(1, len(METHODS)), METHODS.items(), strict=True):
+        for run, label, color in zip(runs, ("plain", "SER"), ("C0", "C3"), strict=True):
+            for attack, style in (("pgd", "-"), ("fgsm", "--")):
+                per_eps = [list(by_seed(evals, run, "clean_acc").values())] + [
+                    list(by_seed(evals, run, f"{attack}_acc_eps_{e}").values()) for e in EPSILONS]
+                mean = np.array([np.mean(v) for v in per_eps])
+                std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_eps])
+                eps = np.array((0, *EPSILONS))
+                ax.plot(eps, mean, style, marker="o", color=color, label=f"{label} {attack.upper()}")
+                ax.fill_between(eps, mean - std, mean + std, color=color, alpha=0.1)
+        ax.set(title=f"{method}, buffer 500", xlabel="epsilon (x 1/255, L-inf)", xticks=(0, *EPSILONS), ylim=(0, 40))
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("accuracy on attacked images (%)")
+    fig.axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("evals", type=Path, help="The grid's evaluations folder (experiments/out/evidence/evals).")
     parser.add_argument("--out", type=Path, help="Also write the tables here (Markdown).")
+    parser.add_argument("--plot", type=Path, help="Also draw claim 3 (accuracy against epsilon) here (PNG).")
     args = parser.parse_args()
     text = report(args.evals)
     print(text, end="")
     if args.out:
         write_text_atomic(args.out, text)
+    if args.plot:
+        plot_robustness(args.evals, args.plot)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -165,39 +166,69 @@ class RunCurves:
     robustness: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
+# Beyond this many runs a figure's legend goes under the panels, and the runs cycle line styles as well as colours
+# (matplotlib's default cycle repeats its 10 colours, so an experiment grid of 26 groups drew look-alike lines).
+INLINE_LEGEND_RUNS = 8
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _run_style(i: int) -> dict[str, object]:
+    """Colour and line style of the i-th run: matplotlib's default colours for the first 10 (small figures look as
+    they always did), then tab20's colours dashed, dotted, dash-dotted."""
+    if i < 10:
+        return {"color": f"C{i}"}
+    return {"color": colormaps["tab20"](i % 20), "linestyle": LINE_STYLES[1 + (i - 10) // 20 % 3]}
+
+
+def _runs_figure(n_runs: int, n_panels: int) -> tuple[Figure, np.ndarray]:
+    """A row of panels, taller when the legend of many runs goes under them."""
+    rows = 0 if n_runs <= INLINE_LEGEND_RUNS else -(-n_runs // 3)
+    fig = Figure(figsize=(5 * n_panels, 3.8 + 0.2 * rows), dpi=110)
+    return fig, fig.subplots(1, n_panels, squeeze=False)[0]
+
+
+def _runs_legend(fig: Figure, axes: np.ndarray, n_runs: int, **inline: str) -> None:
+    """The runs' legend: inside the first panel for a few runs, in 3 columns under the panels for many."""
+    if n_runs <= INLINE_LEGEND_RUNS:
+        axes[-1 if inline else 0].legend(fontsize=7, **inline)
+        fig.tight_layout()
+        return
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = -(-n_runs // 3)
+    legend_height = (0.2 * rows + 0.2) / fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
+
+
 def plot_runs_accuracy(path: Path, runs: list[RunCurves]) -> Path:
     """Average accuracy after each task of every run (group) on one figure: class-IL and task-IL panels."""
-    fig = Figure(figsize=(10, 3.8), dpi=110)
-    axes = fig.subplots(1, 2, squeeze=False)[0]
+    fig, axes = _runs_figure(len(runs), 2)
     for ax, (key, title) in zip(axes, SCENARIOS, strict=True):
         T = 1
-        for run in runs:
+        for i, run in enumerate(runs):
             mean, std = run.accuracy[key]
-            (line,) = ax.plot(run.tasks, mean, marker="o", label=run.label)
+            (line,) = ax.plot(run.tasks, mean, marker="o", label=run.label, **_run_style(i))
             ax.fill_between(run.tasks, mean - std, mean + std, alpha=0.2, color=line.get_color())
             T = max(T, int(run.tasks.max()))
         _accuracy_axis(ax, T, f"{title} average accuracy (%)")
         ax.set_title(title)
-    axes[1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    _runs_legend(fig, axes, len(runs), loc="lower left")
     return save_png(fig, Path(path))
 
 
 def plot_runs_robustness(path: Path, runs: list[RunCurves]) -> Path:
     """Robust accuracy against epsilon of every run (group) on one figure, one panel per attack."""
     attacks = list(dict.fromkeys(a for run in runs for a in run.robustness))
-    fig = Figure(figsize=(5 * max(1, len(attacks)), 3.8), dpi=110)
-    axes = fig.subplots(1, max(1, len(attacks)), squeeze=False)[0]
+    fig, axes = _runs_figure(len(runs), max(1, len(attacks)))
     for ax, attack in zip(axes, attacks, strict=False):
         eps_all: set[float] = set()
-        for run in runs:
+        for i, run in enumerate(runs):
             if attack in run.robustness:
                 eps, mean, std = run.robustness[attack]
-                (line,) = ax.plot(eps, mean, marker="o", label=run.label)
+                (line,) = ax.plot(eps, mean, marker="o", label=run.label, **_run_style(i))
                 ax.fill_between(eps, mean - std, mean + std, alpha=0.2, color=line.get_color())
                 eps_all.update(float(e) for e in eps)
         _robustness_axis(ax, sorted(eps_all))
         ax.set_title(attack.upper())
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    _runs_legend(fig, axes, len(runs))
     return save_png(fig, Path(path))
