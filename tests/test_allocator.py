@@ -19,6 +19,22 @@ from tests.conftest import make_synth
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt")
 
+
+def _tiny_train(data: Path) -> list[str]:
+    """`ser train` arguments of a two-task DER++ run of a few steps on `data`."""
+    return ["train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=2",
+            "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8", "--set", "train.batch_size=4",
+            "--set", "train.minibatch_size=4"]
+
+
+def _classifier(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "model.pt", weights_only=True)["learner"]["classifier"]
+
+
+def _environ_without_allocator_settings() -> dict[str, str]:
+    """This process's environment without what would preload tcmalloc or stop the restart."""
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", RESTARTED, "SER_ALLOCATOR")}
+
 # A child that allocates, touches and frees a 64 MiB tensor (twice glibc's largest mmap threshold) 20 times and
 # prints the minor page faults of the last four rounds. With the tuning the first rounds (up to ~9 seen here) still
 # take fresh pages: small allocations between rounds land in the freed block until the heap's layout settles.
@@ -55,16 +71,12 @@ def test_a_freed_large_block_is_reused_without_page_faults() -> None:
 
 @glibc
 def test_train_gives_the_same_weights_with_and_without_the_tuning(tmp_path: Path) -> None:
-    data = make_synth(tmp_path / "d.h5")
-    common = ["train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=2",
-              "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8", "--set", "train.batch_size=4",
-              "--set", "train.minibatch_size=4"]
+    common = _tiny_train(make_synth(tmp_path / "d.h5"))
     for name, switch in (("tuned", []), ("plain", ["--no-memory-tuning"])):
         code = faults.run_forked(["-q", *switch, *common, "--out", tmp_path / name], cwd=tmp_path,
                                  log=tmp_path / f"{name}.log")
         assert code == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
-    tuned, plain = (torch.load(tmp_path / n / "model.pt", weights_only=True)["learner"]["classifier"]
-                    for n in ("tuned", "plain"))
+    tuned, plain = (_classifier(tmp_path / n) for n in ("tuned", "plain"))
     assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)
     assert (json.loads((tmp_path / "tuned" / "accuracy_matrix.json").read_text())
             == json.loads((tmp_path / "plain" / "accuracy_matrix.json").read_text()))
@@ -82,7 +94,7 @@ print(loaded_caching_allocator(), *sys.argv[1:])
 
 
 def _allocator_after_restart(*args: str, **environ: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", RESTARTED, "SER_ALLOCATOR")}
+    env = _environ_without_allocator_settings()
     done = subprocess.run([sys.executable, "-c", RESTART, *args], capture_output=True, text=True, check=True,
                           env={**env, **environ}, cwd=Path(__file__).resolve().parents[1])
     return done.stdout.strip()
@@ -106,14 +118,10 @@ def test_preloading_puts_the_library_first_and_marks_the_restart() -> None:
 
 @tcmalloc
 def test_train_on_tcmalloc_gives_the_same_weights_as_without_tuning(tmp_path: Path) -> None:
-    data = make_synth(tmp_path / "d.h5")
-    common = ["train", "--data", str(data), "--device", "cpu", "--method", "derpp", "--set", "train.n_tasks=2",
-              "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8", "--set", "train.batch_size=4",
-              "--set", "train.minibatch_size=4"]
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", RESTARTED, "SER_ALLOCATOR")}
+    common = _tiny_train(make_synth(tmp_path / "d.h5"))
+    env = _environ_without_allocator_settings()
     for name, switch in (("tcmalloc", []), ("plain", ["--no-memory-tuning"])):
         subprocess.run([sys.executable, "-m", "ser_cli", "-q", *switch, *common, "--out", str(tmp_path / name)],
                        check=True, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True)
-    tuned, plain = (torch.load(tmp_path / n / "model.pt", weights_only=True)["learner"]["classifier"]
-                    for n in ("tcmalloc", "plain"))
+    tuned, plain = (_classifier(tmp_path / n) for n in ("tcmalloc", "plain"))
     assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)
