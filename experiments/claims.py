@@ -99,6 +99,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the tables here (Markdown).")
     parser.add_argument("--plot", type=Path, help="Also draw claim 3 (accuracy against epsilon) here (PNG).")
     args = parser.parse_args()
+    runs = [run for pair in METHODS.values() for run in pair]
+    runs += [f"{run}_spurious" for method in SPURIOUS for run in METHODS[method]]
+    missing = [f"{run}_s{seed}" for run in runs for seed in SEEDS
+               if not (args.evals / f"{run}_s{seed}" / "metrics.json").is_file()]
+    if missing:  # every table cell needs all its runs; a partial grid would give means of different seed sets
+        parser.exit(2, f"error: {args.evals}: no finished evaluation {missing[0]} (and {len(missing) - 1} more); "
+                       "run the grid first (python -m experiments.run experiments/evidence.yaml)\n")
     text = report(args.evals)
     print(text, end="")
     if args.out:
