@@ -170,6 +170,7 @@ class RunCurves:
 # (matplotlib's default cycle repeats its 10 colours, so an experiment grid of 26 groups drew look-alike lines).
 INLINE_LEGEND_RUNS = 8
 LINE_STYLES = ("-", "--", ":", "-.")
+LEGEND_COLUMNS, LEGEND_ROW_INCHES = 3, 0.2
 
 
 def _run_style(i: int) -> dict[str, object]:
@@ -180,23 +181,27 @@ def _run_style(i: int) -> dict[str, object]:
     return {"color": colormaps["tab20"](i % 20), "linestyle": LINE_STYLES[1 + (i - 10) // 20 % 3]}
 
 
+def _legend_rows(n_runs: int) -> int:
+    """Rows of the legend under the panels (0: the legend sits inside a panel)."""
+    return 0 if n_runs <= INLINE_LEGEND_RUNS else -(-n_runs // LEGEND_COLUMNS)
+
+
 def _runs_figure(n_runs: int, n_panels: int) -> tuple[Figure, np.ndarray]:
     """A row of panels, taller when the legend of many runs goes under them."""
-    rows = 0 if n_runs <= INLINE_LEGEND_RUNS else -(-n_runs // 3)
-    fig = Figure(figsize=(5 * n_panels, 3.8 + 0.2 * rows), dpi=110)
+    fig = Figure(figsize=(5 * n_panels, 3.8 + LEGEND_ROW_INCHES * _legend_rows(n_runs)), dpi=110)
     return fig, fig.subplots(1, n_panels, squeeze=False)[0]
 
 
 def _runs_legend(fig: Figure, axes: np.ndarray, n_runs: int, **inline: str) -> None:
     """The runs' legend: inside the first panel for a few runs, in 3 columns under the panels for many."""
-    if n_runs <= INLINE_LEGEND_RUNS:
-        axes[-1 if inline else 0].legend(fontsize=7, **inline)
+    rows = _legend_rows(n_runs)
+    if rows == 0:
+        axes[-1 if inline else 0].legend(fontsize=7, **inline)  # placed (accuracy): the last panel, as before
         fig.tight_layout()
         return
     handles, labels = axes[0].get_legend_handles_labels()
-    rows = -(-n_runs // 3)
-    legend_height = (0.2 * rows + 0.2) / fig.get_figheight()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    legend_height = LEGEND_ROW_INCHES * (rows + 1) / fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=LEGEND_COLUMNS, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_height, 1, 1))
 
 
