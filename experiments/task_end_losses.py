@@ -1,6 +1,7 @@
 """How trained is the classifier when each task ends? `python -m experiments.task_end_losses RUNS_DIR [--last 10]`.
 
-Reads `train_log.csv` of every run folder `NAME_sSEED` in RUNS_DIR and prints, per configuration NAME (mean +- std
+Reads `train_log.csv` of every finished run folder `NAME_sSEED` (one with its `metrics.json`; a grid snapshot of
+`experiments.snapshot` is enough) in RUNS_DIR and prints, per configuration NAME (mean +- std
 over seeds), the stream cross-entropy averaged over the last N steps of each task, and the means of the modulation
 diagnostics (`mod_norm_ratio_i`, `mod_zeroed_i`) that SER runs log. A markdown table on stdout, JSON with `--json`.
 """
@@ -37,7 +38,7 @@ def summarize(runs_dir: Path, last: int) -> dict[str, dict]:
     groups: dict[str, list[Path]] = defaultdict(list)
     for folder in sorted(runs_dir.iterdir()):
         match = re.fullmatch(r"(.+)_s(\d+)", folder.name)
-        if match and (folder / "train_log.csv").is_file() and (folder / "model.pt").is_file():
+        if match and (folder / "train_log.csv").is_file() and (folder / "metrics.json").is_file():
             groups[match.group(1)].append(folder / "train_log.csv")
     out = {}
     for name, logs in groups.items():

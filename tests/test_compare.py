@@ -226,3 +226,26 @@ def test_pairs_table_keeps_the_spurious_tag(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     pair_lines = [line for line in result.stdout.splitlines() if "derpp+ser" in line and "paired" not in line]
     assert any("derpp+ser [spurious]" in line and "derpp [spurious]" in line for line in pair_lines), result.stdout
+
+
+def _trained_on(folder: Path, threads: int | None) -> Path:
+    info = json.loads((folder / "run.json").read_text())
+    info["train_host"] = None if threads is None else {"device": "cpu", "torch_threads": threads, "torch": "2.14.1"}
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_runs_of_different_thread_counts_are_flagged(evals: list[Path], tmp_path: Path) -> None:
+    # the same seed gives other numbers with another thread count: a report mixing them says so
+    for folder, threads in zip(evals, (1, 1, 2, None, 1, 1, 1), strict=True):
+        _trained_on(folder, threads)
+    result = runner.invoke(app, ["compare", *map(str, evals), "--out", str(tmp_path / "mixed"), "--json"])
+    assert result.exit_code == 0, result.output
+    expected = ("the runs were trained on different hosts (cpu with 1 torch thread(s): 5 runs, cpu with 2 torch "
+                "thread(s): 1 run); the same seed gives other numbers on each, so compare runs of one kind")
+    assert json.loads(result.stdout)["warnings"] == [expected]
+    assert f"warning: {expected}" in " ".join(result.stderr.split())
+    assert f"**Warning:** {expected}" in (tmp_path / "mixed" / "report.md").read_text()
+    _trained_on(evals[2], 1)  # one kind (and a run that does not record it): no warning
+    alike = runner.invoke(app, ["compare", *map(str, evals), "--out", str(tmp_path / "alike"), "--json"])
+    assert json.loads(alike.stdout)["warnings"] == [] and "warning" not in alike.stderr

@@ -48,6 +48,7 @@ class StandInRun:
     accuracy: dict[str, list]
     config_hash: str = "c0ffee" * 10
     nets: dict[str, torch.nn.Module] = field(default_factory=dict)
+    provenance: dict[str, object] = field(default_factory=dict)  # a run trained before hosts were recorded
 
     @classmethod
     def build(cls, data: Path, ser: bool, accuracy: dict[str, list], seed: int = 0) -> StandInRun:
@@ -320,6 +321,10 @@ def test_end_to_end_through_ser_train(tiny_synth: Path, maps_file: Path, tmp_pat
         assert Path(f"eval_{name}/gradcam.png").is_file()
         assert (json.loads(Path(f"eval_{name}/run.json").read_text())["config_hash"]
                 == json.loads(Path(f"run_{name}/run.json").read_text())["config_hash"])
+        # the host that decides the numbers besides the seed: recorded by train, carried to the evaluation
+        host = {"device": "cpu", "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+        assert json.loads(Path(f"run_{name}/run.json").read_text())["host"] == host
+        assert json.loads(Path(f"eval_{name}/run.json").read_text())["train_host"] == host
     assert json.loads(Path("eval_ser/metrics.json").read_text())["saliency_cc"] == pytest.approx(
         json.loads(Path("run_ser/metrics.json").read_text())["saliency_cc"], abs=1e-4)
     loaded = load_run(Path("run_ser"), "cpu")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from experiments.run import load_grid
+from experiments.snapshot import snapshot
 from experiments.task_end_losses import summarize
 from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
@@ -75,3 +76,15 @@ def test_a_tiny_grid_runs_reports_pairs_and_resumes_as_a_no_op(tmp_path: Path) -
     losses = summarize(out / "runs", last=2)
     assert set(losses) == {"er", "er_ser"} and losses["er"]["n"] == 2
     assert losses["er_ser"]["diagnostics"] and not losses["er"]["diagnostics"]
+    # a snapshot without the weights reports the same: ser compare on it, and the task-end losses from its logs
+    kept = tmp_path / "kept"
+    assert snapshot(out, kept) == ["er_s0", "er_s1", "er_ser_s0", "er_ser_s1"]
+    assert not list(kept.rglob("*.pt"))
+    kept_evals = map(str, sorted((kept / "evals").iterdir()))
+    again = subprocess.run([sys.executable, "-m", "ser_cli", "-q", "compare", *kept_evals, "--out",
+                            str(tmp_path / "report2"), "--pairs", "--json"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    kept_summary = json.loads((tmp_path / "report2" / "summary.json").read_text())
+    assert [g["metrics"] for g in kept_summary["groups"]] == [g["metrics"] for g in summary["groups"]]
+    assert summarize(kept / "runs", last=2) == losses

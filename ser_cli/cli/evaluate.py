@@ -47,8 +47,9 @@ def evaluate(
     from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
 
     dev = distributed.rank_device(resolve_device(device), distributed.detect())
-    result = stage.run(cfg, load_run(run, dev), data, out, maps, dev, source={"run_dir": str(run)},
-                       overwrite=overwrite)
+    loaded = load_run(run, dev)
+    source = {"run_dir": str(run), "train_host": loaded.provenance.get("host")}  # runs before 2026-12-02: None
+    result = stage.run(cfg, loaded, data, out, maps, dev, source=source, overwrite=overwrite)
     if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
         return
     if as_json:

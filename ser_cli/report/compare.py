@@ -210,12 +210,34 @@ def _pair_spurious(groups: list[Group]) -> None:
 
 
 def summary(groups: list[Group], headline: list[str]) -> dict[str, Any]:
-    """JSON-able summary of every group: identity, runs, every metric's mean / std / n / values, drops."""
+    """JSON-able summary of every group: identity, runs, every metric's mean / std / n / values, drops; and the
+    warnings (`mixed_hosts`)."""
+    warning = mixed_hosts(groups)
     return {
         "grouping": "config_hash + data fingerprint; std is the sample standard deviation (ddof=1) over runs",
         "headline": headline,
         "groups": [_group_summary(g) for g in groups],
+        "warnings": [warning] if warning else [],
     }
+
+
+def mixed_hosts(groups: list[Group]) -> str | None:
+    """A warning when the compared runs were trained on different devices or torch thread counts, else None.
+
+    The same seed gives other numbers with another thread count, so such runs do not compare like with like; runs
+    that do not record it (trained before it was recorded) are left out.
+    """
+    kinds: dict[str, int] = {}
+    for r in (r for g in groups for r in g.records):
+        host = r.info.get("train_host")
+        if host:
+            kind = f"{host.get('device')} with {host.get('torch_threads')} torch thread(s)"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    if len(kinds) < 2:
+        return None
+    counts = ", ".join(f"{kind}: {n} run{'s' if n > 1 else ''}" for kind, n in kinds.items())
+    return (f"the runs were trained on different hosts ({counts}); the same seed gives other numbers on each, "
+            "so compare runs of one kind")
 
 
 def _group_summary(g: Group) -> dict[str, Any]:

@@ -144,9 +144,10 @@ def pairs_markdown(pairs: list[Pair]) -> list[str]:
 
 
 def report_markdown(groups: list[Group], columns: dict[str, str], images: list[Path],
-                    pairs: list[Pair] | None = None) -> str:
-    """The text of `report.md`: headline table, paired differences, groups and their runs, figures, every metric."""
-    parts = ["# ser compare", "",
+                    pairs: list[Pair] | None = None, warnings: list[str] | None = None) -> str:
+    """The text of `report.md`: warnings, headline table, paired differences, groups and their runs, figures, every
+    metric."""
+    parts = ["# ser compare", "", *(f"**Warning:** {w}\n" for w in warnings or []),
              "Mean ± sample standard deviation over the runs of a group (one configuration on one dataset). "
              "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
              "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",

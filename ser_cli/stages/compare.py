@@ -53,6 +53,8 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     table = rich_table(groups, columns)
     pairs = pair_groups(groups)
     result["pairs"] = pairs_summary(pairs)
+    for warning in result["warnings"]:
+        log(f"[yellow]warning:[/yellow] {warning}")
     if state == "complete":
         log(f"{out}: already complete for these evaluations, nothing to do")
         return CompareResult(Path(out), table, result, pairs_table(pairs))
@@ -60,7 +62,8 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     try:
         images = _figures(groups, tmp)
         write_json_atomic(tmp / "summary.json", result)
-        write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images, pairs))
+        write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images, pairs,
+                                                             result["warnings"]))
         write_text_atomic(tmp / "table.txt", plain_text(table) + (plain_text(pairs_table(pairs)) if pairs else ""))
     except BaseException:
         folder.abandon()

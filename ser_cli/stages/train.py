@@ -37,7 +37,7 @@ from ser_cli.plots.continual import plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
-from ser_cli.runtime.device import resolve_device
+from ser_cli.runtime.device import host_facts, resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint
@@ -96,7 +96,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint, "maps": str(maps) if maps else None,
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "maps_method": maps_file.method if maps_file else None,
-                  "saliency_checkpoint_sha256": saliency_sha}
+                  "saliency_checkpoint_sha256": saliency_sha, "host": host_facts(dev)}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
     _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
