@@ -5,8 +5,8 @@ need SER against SER (oracle maps, a frozen or untrained saliency branch, eval-m
 with the learned maps) and the longer-task pairs. This reads the per-seed metrics from one or more `summary.json`
 files written by `ser compare` (a later file's group replaces an earlier one's of the same run name, so a snapshot
 of an earlier session and a new report combine; where both hold a seed their values must agree: the runs are
-deterministic) and prints a Markdown table of mean [95 % Student-t interval] (n seeds) per contrast; bold: the
-interval excludes 0.
+deterministic) and prints two Markdown tables: each run name's mean ± sample std over its seeds, and each contrast's
+mean [95 % Student-t interval] (n seeds); bold: the interval excludes 0.
 
     python -m experiments.controls experiments/results/protocol/summary.json \
         experiments/out/protocol/report/summary.json --out experiments/results/protocol/controls.md
@@ -19,6 +19,8 @@ import json
 import math
 import re
 from pathlib import Path
+
+import numpy as np
 
 from ser_cli.report.pairs import PairedDiff, paired_difference
 from ser_cli.runtime.atomic import write_text_atomic
@@ -86,8 +88,23 @@ def cell(d: PairedDiff) -> str:
     return f"**{text}**" if d.low > 0 or d.high < 0 else text
 
 
+def configurations(runs: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    """One row per run name: seeds, then mean +- sample std of each metric."""
+    lines = ["| run | seeds | " + " | ".join(METRICS.values()) + " |", "|---|---|" + "---:|" * len(METRICS)]
+    for name, metrics in runs.items():
+        cells = []
+        for m in METRICS:
+            values = list(metrics.get(m, {}).values())
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            cells.append(f"{np.mean(values):.2f} ± {std:.2f}" if values else "-")
+        seeds = ",".join(map(str, sorted(next(iter(metrics.values()), {}))))
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(runs: dict[str, dict[str, dict[int, float]]]) -> str:
-    lines = ["| contrast (a - b, paired by seed) | " + " | ".join(METRICS.values()) + " |",
+    lines = [*configurations(runs), "",
+             "| contrast (a - b, paired by seed) | " + " | ".join(METRICS.values()) + " |",
              "|---|" + "---:|" * len(METRICS)]
     for question, a, b in CONTRASTS:
         if a in runs and b in runs:

@@ -41,6 +41,10 @@ def test_contrast_is_the_paired_mean_with_a_t_interval(tmp_path: Path, capsys: p
     path = summary(tmp_path / "s.json", {"derpp_ser_frozen": {0: 11.0, 1: 12.0, 2: 13.0},
                                          "derpp_ser_rand": {0: 10.0, 1: 10.0, 2: 10.0}})
     main([str(path), "--out", str(tmp_path / "controls.md")])
-    row = next(line for line in capsys.readouterr().out.splitlines() if "branch frozen - SER" in line)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "branch frozen - SER" in line)
     assert row.split("|")[2].strip() == "+2.00 [-0.48, +4.48] (n=3)"
     assert row in (tmp_path / "controls.md").read_text()
+    # the configurations table: mean and sample std over the seeds (11, 12, 13: 12.00 ± 1.00; 10, 10, 10: 0)
+    assert "| derpp_ser_frozen | 0,1,2 | 12.00 ± 1.00 |" in out
+    assert "| derpp_ser_rand | 0,1,2 | 10.00 ± 0.00 |" in out
