@@ -52,9 +52,10 @@ CONTRASTS = [
 
 
 def per_seed(summaries: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
-    """{run name: {metric: {seed: value}}} from `ser compare` summaries, a later file's groups winning.
+    """{run name: {metric: {seed: value}}} from `ser compare` summaries, a later file's values winning.
 
-    A group's runs are its evaluation folders `NAME_sSEED`; a seed both files hold must have the same value.
+    Each value is filed under its own evaluation folder's `NAME_sSEED` (not its group's: a group that pooled runs of
+    two names stays two runs); a seed both files hold must have the same value.
     """
     runs: dict[str, dict[str, dict[int, float]]] = {}
     for path in summaries:
@@ -62,21 +63,21 @@ def per_seed(summaries: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
             tags = [re.fullmatch(r"(.+)_s(\d+)", Path(e).name) for e in group["evals"]]
             if not all(tags):
                 continue  # not a grid group
-            name = tags[0].group(1)
-            seeds = [int(t.group(2)) for t in tags]
-            new = {m: dict(zip(seeds, group["metrics"][m]["values"], strict=True))
-                   for m in METRICS if len(group["metrics"].get(m, {}).get("values", [])) == len(seeds)}
-            _check_agree(name, runs.get(name, {}), new, path)
-            runs[name] = {m: {**runs.get(name, {}).get(m, {}), **v} for m, v in new.items()}
+            for m in METRICS:
+                values = group["metrics"].get(m, {}).get("values", [])
+                if len(values) != len(tags):
+                    continue  # a run without this metric: no way to tell which
+                for tag, value in zip(tags, values, strict=True):
+                    name, seed = tag.group(1), int(tag.group(2))
+                    _check_agree(name, m, seed, runs.get(name, {}).get(m, {}), value, path)
+                    runs.setdefault(name, {}).setdefault(m, {})[seed] = value
     return runs
 
 
-def _check_agree(name: str, old: dict[str, dict[int, float]], new: dict[str, dict[int, float]], path: Path) -> None:
-    for metric, values in new.items():
-        for seed, value in values.items():
-            if seed in old.get(metric, {}) and not math.isclose(old[metric][seed], value, abs_tol=1e-9):
-                raise SystemExit(f"error: {path}: {name} seed {seed} {metric} = {value}, "
-                                 f"an earlier summary has {old[metric][seed]} (not the same run)")
+def _check_agree(name: str, metric: str, seed: int, known: dict[int, float], value: float, path: Path) -> None:
+    if seed in known and not math.isclose(known[seed], value, abs_tol=1e-9):
+        raise SystemExit(f"error: {path}: {name} seed {seed} {metric} = {value}, an earlier summary has "
+                         f"{known[seed]} (not the same run)")
 
 
 def cell(d: PairedDiff) -> str:

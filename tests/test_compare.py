@@ -249,3 +249,25 @@ def test_runs_of_different_thread_counts_are_flagged(evals: list[Path], tmp_path
     _trained_on(evals[2], 1)  # one kind (and a run that does not record it): no warning
     alike = runner.invoke(app, ["compare", *map(str, evals), "--out", str(tmp_path / "alike"), "--json"])
     assert json.loads(alike.stdout)["warnings"] == [] and "warning" not in alike.stderr
+
+
+def test_runs_from_other_saliency_networks_are_other_groups(tmp_path: Path) -> None:
+    # SER from an untrained saliency network has every setting of SER from the pretrained one, not its weights
+    pretrained = [_write_eval(tmp_path / f"p{s}", B, "derpp", True, s, CLEAN, False, 50.0 + s, [50.0], [60, 40, 20])
+                  for s in (0, 1)]
+    untrained = _write_eval(tmp_path / "u0", B, "derpp", True, 0, CLEAN, False, 30.0, [30.0], [60, 40, 20])
+    for folder, sha in ((pretrained[0], A), (pretrained[1], A), (untrained, CLEAN)):
+        info = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**info, "saliency_checkpoint_sha256": sha}))
+    groups = group_evals([load_eval(p) for p in [*pretrained, untrained]])
+    assert [(g.label, [r.path.name for r in g.records]) for g in groups] == [
+        (f"derpp+ser #saliency model {A[:7]}", ["p0", "p1"]), (f"derpp+ser #saliency model {CLEAN[:7]}", ["u0"])]
+    assert groups[0].stats["class_il_final_avg_acc"].mean == 50.5
+
+
+def test_a_seed_twice_in_a_group_is_flagged(evals: list[Path], tmp_path: Path) -> None:
+    twice = _write_eval(tmp_path / "a0_again", A, "derpp", False, 0, CLEAN, False, 40.0, [90, 60, 40.0],
+                        [50, 30, 10])
+    result = stage.run([*evals, twice], tmp_path / "r")
+    assert result.summary["warnings"] == [
+        f"derpp: seed 0 2 times ({evals[0]}, {twice}); its mean and std are not over distinct seeds"]

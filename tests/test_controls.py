@@ -48,3 +48,14 @@ def test_contrast_is_the_paired_mean_with_a_t_interval(tmp_path: Path, capsys: p
     # the configurations table: mean and sample std over the seeds (11, 12, 13: 12.00 ± 1.00; 10, 10, 10: 0)
     assert "| derpp_ser_frozen | 0,1,2 | 12.00 ± 1.00 |" in out
     assert "| derpp_ser_rand | 0,1,2 | 10.00 ± 0.00 |" in out
+
+
+def test_a_group_that_pooled_two_run_names_is_read_run_by_run(tmp_path: Path) -> None:
+    # ser compare before 2026-12-02 pooled SER from an untrained saliency network with SER from the pretrained one
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"groups": [{
+        "evals": ["e/derpp_ser_rand_s0", "e/derpp_ser_rand_s1", "e/derpp_ser_untrained_s0"],
+        "metrics": {METRIC: {"values": [14.0, 16.0, 11.0]}}}]}))
+    runs = per_seed([path])
+    assert runs["derpp_ser_rand"][METRIC] == {0: 14.0, 1: 16.0}
+    assert runs["derpp_ser_untrained"][METRIC] == {0: 11.0}

@@ -44,11 +44,14 @@ def evaluate(
 
     cfg = build_params(params, set_, seed, "evaluate.seed").evaluate
     stage.check_run_dir(run)
+    from ser_cli.continual.run_identity import START_WEIGHTS
     from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
 
     dev = distributed.rank_device(resolve_device(device), distributed.detect())
     loaded = load_run(run, dev)
-    source = {"run_dir": str(run), "train_host": loaded.provenance.get("host")}  # runs before 2026-12-02: None
+    # what else made the run: its host and the weights it started from (runs trained before 2026-12-02: None)
+    source = {"run_dir": str(run), "train_host": loaded.provenance.get("host"),
+              **{key: loaded.provenance.get(key) for key in START_WEIGHTS}}
     result = stage.run(cfg, loaded, data, out, maps, dev, source=source, overwrite=overwrite)
     if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
         return

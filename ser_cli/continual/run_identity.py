@@ -18,6 +18,10 @@ from ser_cli.runtime.errors import UserError
 FINISHED = ("model.pt", "run.json", "metrics.json")
 
 
+# The provenance keys (`model.pt`, `run.json`, an evaluation's `run.json`) of the checkpoints a run started from: the
+# saliency network (SER, or the classifier's start under classifier_init=saliency) and a classification checkpoint.
+START_WEIGHTS = ("saliency_checkpoint_sha256", "init_checkpoint_sha256")
+
 @dataclass(frozen=True)
 class RunIdentity:
     """The inputs and settings a run of `ser train` depends on."""

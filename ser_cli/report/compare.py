@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ser_cli.continual.run_identity import START_WEIGHTS
 from ser_cli.runtime.errors import UserError
 
 DROP_METRICS = ("class_il_final_avg_acc", "task_il_final_avg_acc")
@@ -47,8 +48,11 @@ class EvalRecord:
     robustness: dict[str, dict[float, float]]
 
     @property
-    def group_key(self) -> tuple[str, str, str]:
-        return str(self.info["config_hash"]), str(self.info["data"]["fingerprint"]), maps_method(self.info)
+    def group_key(self) -> tuple[str, ...]:
+        # the settings, the data, the maps and the weights it started from: runs of an untrained and of a
+        # pretrained saliency network share every setting but are different configurations
+        return (str(self.info["config_hash"]), str(self.info["data"]["fingerprint"]), maps_method(self.info),
+                *(str(self.info.get(key) or "") for key in START_WEIGHTS))
 
 
 def maps_method(info: dict[str, Any]) -> str:
@@ -181,8 +185,10 @@ def _disambiguate(groups: list[Group]) -> None:
         for g, s in zip(same, settings, strict=True):
             if differ:
                 g.label += " (" + ", ".join(f"{k}={_short_value(s.get(k))}" for k in differ) + ")"
-    for suffix in (lambda g: Path(str(g.info["data"].get("path", ""))).stem, lambda g: g.info["config_hash"][:7],
-                   lambda g: g.info["data"]["fingerprint"][:7]):
+    for suffix in (lambda g: Path(str(g.info["data"].get("path", ""))).stem,
+                   lambda g: "saliency model " + str(g.info.get("saliency_checkpoint_sha256") or "-")[:7],
+                   lambda g: "start " + str(g.info.get("init_checkpoint_sha256") or "-")[:7],
+                   lambda g: g.info["config_hash"][:7], lambda g: g.info["data"]["fingerprint"][:7]):
         by_label = {}
         for g in groups:
             by_label.setdefault(g.label, []).append(g)
@@ -211,14 +217,28 @@ def _pair_spurious(groups: list[Group]) -> None:
 
 def summary(groups: list[Group], headline: list[str]) -> dict[str, Any]:
     """JSON-able summary of every group: identity, runs, every metric's mean / std / n / values, drops; and the
-    warnings (`mixed_hosts`)."""
-    warning = mixed_hosts(groups)
+    warnings (`mixed_hosts`, `repeated_seeds`)."""
+    host = mixed_hosts(groups)
     return {
-        "grouping": "config_hash + data fingerprint; std is the sample standard deviation (ddof=1) over runs",
+        "grouping": "config_hash + data fingerprint + maps method + start weights; std is the sample standard "
+                    "deviation (ddof=1) over runs",
         "headline": headline,
         "groups": [_group_summary(g) for g in groups],
-        "warnings": [warning] if warning else [],
+        "warnings": [*([host] if host else []), *repeated_seeds(groups)],
     }
+
+
+def repeated_seeds(groups: list[Group]) -> list[str]:
+    """A warning per group holding one seed more than once: the same run evaluated twice, or runs that differ in
+    something `run.json` does not record; either way its mean and std are not over independent seeds."""
+    warnings = []
+    for g in groups:
+        by_seed: dict[Any, list[str]] = {}
+        for r in g.records:
+            by_seed.setdefault(r.info.get("seed"), []).append(str(r.path))
+        warnings += [f"{g.label}: seed {seed} {len(paths)} times ({', '.join(paths)}); its mean and std are not "
+                     "over distinct seeds" for seed, paths in by_seed.items() if len(paths) > 1]
+    return warnings
 
 
 def mixed_hosts(groups: list[Group]) -> str | None:

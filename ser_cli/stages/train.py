@@ -96,7 +96,8 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     provenance = {"data": str(data), "data_fingerprint": data_file.fingerprint, "maps": str(maps) if maps else None,
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "maps_method": maps_file.method if maps_file else None,
-                  "saliency_checkpoint_sha256": saliency_sha, "host": host_facts(dev)}
+                  "saliency_checkpoint_sha256": saliency_sha, "init_checkpoint_sha256": init_sha,
+                  "host": host_facts(dev)}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
     _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
