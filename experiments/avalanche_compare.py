@@ -21,7 +21,7 @@ Matched exactly (read from the ser run's `params.yaml` / `run.json` and checked 
   batch by batch by a plugin; batches of 8 (75 steps per task), one epoch; test rows in file order;
 - inputs: uint8 images normalised by ser's own `Normalizer` (ImageNet mean / std), no augmentation;
 - network: ser's `resnet18_reduced` module itself, 20-way head, from the seeded random initialisation `ser train`
-  builds with `train.classifier_init=random` (`seed_everything(seed)` then `build_backbone`, as `ContinualTrainer`);
+  builds with `train.classifier_init=random` (`continual.seeds.seed_run(seed)` then `build_backbone`, as `ContinualTrainer`);
 - optimiser: SGD lr 0.01, momentum 0, weight decay 0, never reset (Avalanche keeps the optimiser across experiences;
   plain SGD has no state to reset anyway); replay minibatch 8, buffer 500; DER++ alpha 0.1, beta 0.5;
 - evaluation: after each task, eval mode, class-IL = argmax over the classes seen so far and task-IL = argmax in the
@@ -87,9 +87,9 @@ import yaml
 from scipy import stats
 from torch import Tensor, nn
 
+from ser_cli.continual.seeds import seed_run
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.registry import build_backbone
-from ser_cli.runtime.seeding import seed_everything
 
 METHODS = {"derpp": "DER++", "er_ace": "ER-ACE"}
 RUNS_DIR = Path("experiments/out/protocol/runs")  # ser's runs: `{method}_rand_s{seed}` (read only)
@@ -176,7 +176,7 @@ def data_fingerprint(path: Path) -> str:
 
 def initial_model(backbone: str, n_classes: int, seed: int) -> nn.Module:
     """The classifier `ser train` starts from with `classifier_init=random` (seed first, then build)."""
-    seed_everything(seed)
+    seed_run(seed)
     return build_backbone(backbone, n_classes)
 
 

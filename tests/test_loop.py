@@ -18,6 +18,7 @@ from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.models.normalize import Normalizer
+from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import RunFailure, UserError
 from tests.continual_data import tiny_settings, tiny_stream
 
@@ -241,3 +242,16 @@ def test_exact_resume_through_the_hdf5_scenario(tiny_synth) -> None:
     resumed.load_state_dict(torch.load(io.BytesIO(saved[4]), weights_only=True))  # task 1, batch 1 of 3
     resumed.run()
     _assert_same_run(full, resumed)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_random_classifier_is_not_a_saliency_network_of_the_same_seed(seed: int) -> None:
+    """`ser pretrain-saliency` builds its network right after torch.manual_seed(saliency.seed); before 2026-12-02 a
+    SER run of the same seed started its "random" classifier as that network's encoder, tensor for tensor."""
+    torch.manual_seed(seed)
+    saliency = SaliencyNet("resnet18_reduced")
+    trainer = ContinualTrainer(tiny_settings(method="derpp", ser=True, seed=seed), tiny_stream(), saliency_net=saliency)
+    encoder = dict(saliency.encoder.named_parameters())
+    shared = [name for name, p in trainer.learner.classifier.named_parameters()
+              if name in encoder and p.shape == encoder[name].shape and p.dim() > 1 and torch.equal(p, encoder[name])]
+    assert shared == []  # conv weights: random draws (BatchNorm's 1s and 0s are equal in any two networks)

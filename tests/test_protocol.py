@@ -94,9 +94,10 @@ def test_train_records_the_resolved_init_and_starts_from_the_encoder(tiny_synth:
     runs = {name: json.loads((tmp_path / name / "run.json").read_text()) for name in ("plain", "ser", "rand")}
     assert [runs[n]["classifier_init"] for n in ("plain", "ser", "rand")] == ["saliency", "random", "random"]
     assert runs["plain"]["config_hash"] != runs["rand"]["config_hash"]  # part of the configuration
-    plain_acc = json.loads((tmp_path / "plain" / "accuracy_matrix.json").read_text())
-    rand_acc = json.loads((tmp_path / "rand" / "accuracy_matrix.json").read_text())
-    assert plain_acc != rand_acc  # the starting weights changed the run
+    # the starting weights changed the run: its first step's loss (the accuracies of a run this tiny can coincide)
+    first_losses = [next(csv.DictReader((tmp_path / name / "train_log.csv").open()))["stream_ce"]
+                    for name in ("plain", "rand")]
+    assert first_losses[0] != first_losses[1]
 
 
 def test_saliency_init_without_the_checkpoint_file_is_one_line(tiny_synth: Path, tmp_path: Path) -> None:

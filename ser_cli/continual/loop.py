@@ -31,13 +31,13 @@ from ser_cli.continual.evaluation import SALIENCY_METRICS, evaluate_task
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method, method_class
 from ser_cli.continual.run_records import ContinualResult, Phase, Position, ProgressEvent, task_phases
+from ser_cli.continual.seeds import seed_run
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.interrupt import Interrupted
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state, rng_preserved, upgrade_legacy_rng_state
-from ser_cli.runtime.seeding import seed_everything
 
 STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
@@ -78,7 +78,7 @@ class ContinualTrainer:
         self.settings, self.stream = settings, stream
         self.progress, self.checkpoint = progress, checkpoint
         self.should_stop: Callable[[], bool] = lambda: False  # polled after each step (Ctrl-C: `stop_requests`)
-        seed_everything(settings.seed)
+        seed_run(settings.seed)  # the networks' weights: unrelated to any network built after manual_seed(seed)
         self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
         self.method: Method = build_method(settings.method, self.learner, settings, tuple(stream.image_shape))
         self.phases = task_phases(method_class(settings.method).schedule, settings.n_tasks)

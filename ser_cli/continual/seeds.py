@@ -7,7 +7,21 @@ dropout consumed, and `TensorTaskStream`'s order depends only on (seed, epoch, t
 
 from __future__ import annotations
 
-from ser_cli.runtime.seeding import derive_seed  # noqa: F401 - the streams below are its keys
+import torch
+
+from ser_cli.runtime.seeding import derive_seed, seed_everything
 
 BUFFER = 1
 DATA_ORDER = 2
+# The networks' initial weights. Not `torch.manual_seed(seed)` itself: `ser pretrain-saliency` builds its network
+# right after `torch.manual_seed(saliency.seed)`, and the classifier is the same ResNet, so with equal seeds a
+# "random" SER classifier was bit for bit the saliency encoder's initialisation (every seed-0 run before
+# 2026-12-02): its features correlated with the saliency features it is multiplied by.
+WEIGHTS = 3
+
+
+def seed_run(seed: int) -> None:
+    """Seed a continual run: everything from `seed`, then torch's generator for the networks' initial weights from
+    their own stream (`WEIGHTS`), which the networks are built from next."""
+    seed_everything(seed)
+    torch.manual_seed(derive_seed(seed, WEIGHTS))
