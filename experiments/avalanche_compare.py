@@ -21,7 +21,8 @@ Matched exactly (read from the ser run's `params.yaml` / `run.json` and checked 
   batch by batch by a plugin; batches of 8 (75 steps per task), one epoch; test rows in file order;
 - inputs: uint8 images normalised by ser's own `Normalizer` (ImageNet mean / std), no augmentation;
 - network: ser's `resnet18_reduced` module itself, 20-way head, from the seeded random initialisation `ser train`
-  builds with `train.classifier_init=random` (`continual.seeds.seed_run(seed)` then `build_backbone`, as `ContinualTrainer`);
+  builds with `train.classifier_init=random` (`continual.seeds.seed_run(seed)`, then `build_backbone`, as
+  `ContinualTrainer` does);
 - optimiser: SGD lr 0.01, momentum 0, weight decay 0, never reset (Avalanche keeps the optimiser across experiences;
   plain SGD has no state to reset anyway); replay minibatch 8, buffer 500; DER++ alpha 0.1, beta 0.5;
 - evaluation: after each task, eval mode, class-IL = argmax over the classes seen so far and task-IL = argmax in the
