@@ -122,7 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.summaries:
         if not path.is_file():
             parser.exit(2, f"error: {path}: no such summary (run ser compare first)\n")
-    text = report(per_seed(args.summaries))
+    try:
+        runs = per_seed(args.summaries)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        parser.exit(2, f"error: {' '.join(map(str, args.summaries))}: not summaries of `ser compare` "
+                       f"({type(err).__name__}: {err})\n")
+    text = report(runs)
     print(text, end="")
     if args.out:
         write_text_atomic(args.out, text)
