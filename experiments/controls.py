@@ -32,6 +32,7 @@ CONTRASTS = [
     (f"{label}: {question}", f"{prefix}{a}", f"{prefix}{b}")
     for prefix, label in (("derpp", "DER++"), ("er_ace", "ER-ACE"))
     for question, a, b in (
+        ("SER (random) - plain (saliency encoder): the protocol default", "_ser_rand", "_sal"),
         ("SER - plain, both classifiers random", "_ser_rand", "_rand"),
         ("SER - plain, both from the saliency encoder", "_ser_sal", "_sal"),
         ("plain from the saliency encoder - from random", "_sal", "_rand"),

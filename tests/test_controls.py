@@ -59,3 +59,17 @@ def test_a_group_that_pooled_two_run_names_is_read_run_by_run(tmp_path: Path) ->
     runs = per_seed([path])
     assert runs["derpp_ser_rand"][METRIC] == {0: 14.0, 1: 16.0}
     assert runs["derpp_ser_untrained"][METRIC] == {0: 11.0}
+
+
+def test_the_protocol_default_pairs_ser_from_random_with_plain_from_the_encoder(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the demo's comparison: SER's classifier starts random, the plain one from the saliency encoder
+    path = summary(tmp_path / "s.json", {"er_ace_ser_rand": {0: 20.0, 1: 22.0},
+                                         "er_ace_sal": {0: 25.0, 1: 25.0},
+                                         "er_ace_rand": {0: 18.0, 1: 19.0}})
+    main([str(path)])
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip("* ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ER-ACE")}
+    assert rows["ER-ACE: SER (random) - plain (saliency encoder): the protocol default"].startswith("-4.00 [")
+    assert rows["ER-ACE: SER - plain, both classifiers random"].startswith("+2.50 [")
+    assert rows["ER-ACE: plain from the saliency encoder - from random"].startswith("+6.50 [")
