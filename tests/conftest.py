@@ -68,10 +68,3 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own folder, so the CLI never picks up the checkout's params.yaml or outputs
     (a checkout where `make demo` ran has models/saliency/model.pt, which params.yaml points at)."""
     monkeypatch.chdir(tmp_path)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The `slow` tests first (a stable sort: file order otherwise). pytest-xdist hands tests out in this order, so
-    the minutes-long end-to-end runs start at once and the short tests fill in around them, instead of one worker
-    still running the DVC pipeline alone at the end (longest-first is the classic way to balance a queue)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
