@@ -21,7 +21,11 @@ import numpy as np
 
 def read_matrix(path: Path, kind: str) -> dict[tuple[int, int], float]:
     """{(after_task, task): accuracy} of one evaluation's accuracy matrix."""
-    return {(int(r["after_task"]), int(r["task"])): float(r[kind]) for r in csv.DictReader(path.open())}
+    try:
+        return {(int(r["after_task"]), int(r["task"])): float(r[kind]) for r in csv.DictReader(path.open())}
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not an accuracy matrix of `ser evaluate` (after_task, task, {kind}: "
+                         f"{type(err).__name__} {err})") from None
 
 
 def per_task(evals_dir: Path, kind: str = "class_il") -> dict[str, dict]:
@@ -36,6 +40,8 @@ def per_task(evals_dir: Path, kind: str = "class_il") -> dict[str, dict]:
     for name, matrices in groups.items():
         last = max(a for a, _ in matrices[0])
         tasks = range(1, last + 1)
+        if any((t, t) not in m or (last, t) not in m for m in matrices for t in tasks):
+            raise ValueError(f"{evals_dir}: the accuracy matrices of {name} do not all cover tasks 1-{last}")
         out[name] = {"n": len(matrices),
                      "just_learned": [float(np.mean([m[(t, t)] for m in matrices])) for t in tasks],
                      "final": [float(np.mean([m[(last, t)] for m in matrices])) for t in tasks]}
@@ -60,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.evals_dir.is_dir():
         parser.exit(2, f"error: {args.evals_dir}: no such folder of evaluations\n")
-    table = per_task(args.evals_dir, args.kind)
+    try:
+        table = per_task(args.evals_dir, args.kind)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
     if not table:
         parser.exit(2, f"error: {args.evals_dir}: no NAME_sSEED/plots/accuracy_matrix.csv inside\n")
     print(json.dumps(table, indent=2) if args.json else markdown(table), end="")

@@ -39,3 +39,16 @@ def test_the_table_and_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFi
     done = subprocess.run([sys.executable, "-m", "experiments.per_task", str(tmp_path / "nope")], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().endswith("nope: no such folder of evaluations")
+
+
+def test_a_malformed_or_incomplete_matrix_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "bad" / "er_s0" / "plots").mkdir(parents=True)
+    (tmp_path / "bad" / "er_s0" / "plots" / "accuracy_matrix.csv").write_text("a,b\n1,2\n")
+    write_matrix(tmp_path / "short" / "er_s0", {(1, 1): 80.0, (2, 1): 10.0, (2, 2): 70.0})
+    write_matrix(tmp_path / "short" / "er_s1", {(1, 1): 80.0, (2, 2): 70.0})  # task 1 missing at the end
+    for folder, message in (("bad", "accuracy_matrix.csv: not an accuracy matrix"),
+                            ("short", "of er do not all cover tasks 1-2")):
+        done = subprocess.run([sys.executable, "-m", "experiments.per_task", str(tmp_path / folder)], cwd=ROOT,
+                              capture_output=True, text=True)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
