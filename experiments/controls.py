@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
+from experiments.run import parse_tag
 from ser_cli.report.pairs import PairedDiff, paired_difference
 from ser_cli.runtime.atomic import write_text_atomic
 
@@ -61,7 +61,7 @@ def per_seed(summaries: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
     runs: dict[str, dict[str, dict[int, float]]] = {}
     for path in summaries:
         for group in json.loads(path.read_text())["groups"]:
-            tags = [re.fullmatch(r"(.+)_s(\d+)", Path(e).name) for e in group["evals"]]
+            tags = [parse_tag(Path(e).name) for e in group["evals"]]
             if not all(tags):
                 continue  # not a grid group
             for m in METRICS:
@@ -69,7 +69,7 @@ def per_seed(summaries: list[Path]) -> dict[str, dict[str, dict[int, float]]]:
                 if len(values) != len(tags):
                     continue  # a run without this metric: no way to tell which
                 for tag, value in zip(tags, values, strict=True):
-                    name, seed = tag.group(1), int(tag.group(2))
+                    name, seed = tag
                     _check_agree(name, m, seed, runs.get(name, {}).get(m, {}), value, path)
                     runs.setdefault(name, {}).setdefault(m, {})[seed] = value
     return runs

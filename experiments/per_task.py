@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from experiments.run import parse_tag
 
 
 def read_matrix(path: Path, kind: str) -> dict[tuple[int, int], float]:
@@ -33,9 +34,9 @@ def per_task(evals_dir: Path, kind: str = "class_il") -> dict[str, dict]:
     groups: dict[str, list[dict[tuple[int, int], float]]] = defaultdict(list)
     for folder in sorted(evals_dir.iterdir()):
         csv_path = folder / "plots" / "accuracy_matrix.csv"
-        match = re.fullmatch(r"(.+)_s(\d+)", folder.name)
-        if match and csv_path.is_file():
-            groups[match.group(1)].append(read_matrix(csv_path, kind))
+        tag = parse_tag(folder.name)
+        if tag and csv_path.is_file():
+            groups[tag[0]].append(read_matrix(csv_path, kind))
     out = {}
     for name, matrices in groups.items():
         last = max(a for a, _ in matrices[0])

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -44,6 +45,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
+
+
+def parse_tag(tag: str) -> tuple[str, int] | None:
+    """(run name, seed) of a grid folder's name `NAME_sSEED` (`Job.tag`), or None for any other name."""
+    match = re.fullmatch(r"(.+)_s(\d+)", tag)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from experiments.run import parse_tag
 
 
 def task_end_ce(log: Path, last: int) -> dict[int, float]:
@@ -37,9 +38,9 @@ def diagnostics(log: Path) -> dict[str, float]:
 def summarize(runs_dir: Path, last: int) -> dict[str, dict]:
     groups: dict[str, list[Path]] = defaultdict(list)
     for folder in sorted(runs_dir.iterdir()):
-        match = re.fullmatch(r"(.+)_s(\d+)", folder.name)
-        if match and (folder / "train_log.csv").is_file() and (folder / "metrics.json").is_file():
-            groups[match.group(1)].append(folder / "train_log.csv")
+        tag = parse_tag(folder.name)
+        if tag and (folder / "train_log.csv").is_file() and (folder / "metrics.json").is_file():
+            groups[tag[0]].append(folder / "train_log.csv")
     out = {}
     for name, logs in groups.items():
         ce = [task_end_ce(log, last) for log in logs]
