@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.avalanche_compare import accuracy_row, eval_rows, initial_model, read_split, stream_rows, summarize
+from experiments.avalanche.ser_side import accuracy_row, eval_rows, initial_model, read_split, stream_rows
+from experiments.avalanche.table import summarize
 from ser_cli.continual.evaluation import evaluate_task
 from ser_cli.continual.learner import Learner
 from ser_cli.continual.loop import ContinualTrainer
