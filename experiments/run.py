@@ -7,7 +7,9 @@ finished output of the same inputs ("already complete, nothing to do") and resum
 checkpoint, so rerunning the same command after an interruption continues the grid where it stopped. Jobs run in
 parallel, each with one torch thread (two processes on two cores beat one process with two threads on these small
 tensors). Each job's stderr goes to `OUT/logs/`. The report is `OUT/report/` (the comparison with paired SER - plain
-differences and their 95 % intervals over seeds).
+differences and their 95 % intervals over seeds). `--out DIR` runs the grid into a folder of its own instead of
+its `out` (and `runs_dir`): the same grid again with other inputs (another saliency model, say) never mixes with or
+resumes from the first one's runs.
 
 Grid file:
 
@@ -82,9 +84,15 @@ class Job:
                 ["ser", "-q", "evaluate", "--run", str(self.run_dir), "--out", str(self.eval_dir), *self.evaluate]]
 
 
-def load_grid(path: Path) -> tuple[dict, list[Job]]:
-    """The grid file and its jobs, in file order, seed-major so early results cover every configuration."""
+def load_grid(path: Path, out: Path | None = None) -> tuple[dict, list[Job]]:
+    """The grid file and its jobs, in file order, seed-major so early results cover every configuration.
+
+    `out` replaces the file's `out` and its `runs_dir` (runs go to OUT/runs): the same grid run again into a
+    folder of its own, e.g. with other inputs, never resumes from or mixes with the first one's runs.
+    """
     grid = yaml.safe_load(Path(path).read_text())
+    if out is not None:
+        grid = {**{k: v for k, v in grid.items() if k != "runs_dir"}, "out": str(out)}
     out = Path(grid["out"])
     runs_dir = Path(grid.get("runs_dir", out / "runs"))
     jobs = []
@@ -126,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated run names to run (default: all)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds to run (default: the grid's)")
     parser.add_argument("--no-prepare", action="store_true", help="skip the prepare commands (inputs exist)")
+    parser.add_argument("--out", type=Path, help="output folder instead of the grid's `out` (runs in OUT/runs)")
     args = parser.parse_args(argv)
-    grid, jobs = load_grid(args.grid)
+    grid, jobs = load_grid(args.grid, args.out)
     if args.only:
         jobs = [j for j in jobs if j.name in set(args.only.split(","))]
     if args.seeds:

@@ -52,6 +52,15 @@ def test_jobs_are_seed_major_with_per_run_options(tmp_path: Path) -> None:
     assert evaluate[-2:] == ["--data", "b.h5"] and str(jobs[1].run_dir) == "o/runs/y_s0"
 
 
+def test_out_replaces_the_grids_folders_runs_included(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"out": "o", "runs_dir": "shared/runs", "runs": {"x": ["--method", "er"]}}))
+    assert str(load_grid(path)[1][0].run_dir) == "shared/runs/x_s0"
+    grid, (job,) = load_grid(path, Path("again"))
+    assert grid["out"] == "again" and "runs_dir" not in grid
+    assert (str(job.run_dir), str(job.eval_dir)) == ("again/runs/x_s0", "again/evals/x_s0")
+
+
 @pytest.mark.slow
 def test_a_tiny_grid_runs_reports_pairs_and_resumes_as_a_no_op(tmp_path: Path) -> None:
     grid = _grid(tmp_path)
