@@ -14,6 +14,7 @@ may precede the `ser` arguments; each takes the number of values shown.
     count-calls TARGET FILE    any command: append a line to FILE after each return (item) of TARGET
     float64                    any command: compute in float64 (default dtype, and `Tensor.float()` gives float64), for
                                comparisons that fp32 rounding would blur (the DDP equivalence test)
+    on-rank R                  under torchrun: the faults after it apply only in the process of rank R (`RANK`)
 
 `run_forked` runs the same thing in a forked child of the calling process: no interpreter start and no torch import,
 which is most of the cost of a tiny run.
@@ -125,12 +126,16 @@ FAULTS: dict[str, Callable[..., None]] = {  # name -> patcher taking the fault's
 
 def inject(argv: list[str]) -> list[str]:
     """Apply the leading faults of `argv`; returns the `ser` arguments that follow them."""
-    argv = list(argv)
-    while argv and argv[0] in FAULTS:
+    argv, applies = list(argv), True
+    while argv and argv[0] in (*FAULTS, "on-rank"):
+        if argv[0] == "on-rank":
+            applies, argv = os.environ.get("RANK", "0") == argv[1], argv[2:]
+            continue
         fn = FAULTS[argv.pop(0)]
         arity = len(inspect.signature(fn).parameters)
         values, argv = argv[:arity], argv[arity:]
-        fn(*values)
+        if applies:
+            fn(*values)
     return argv  # a misspelt fault is left to `ser`, which refuses it as an unknown command
 
 

@@ -143,8 +143,10 @@ def test_ddp_pretraining_equals_one_process_with_the_doubled_batch(tiny_synth_pr
 def test_ddp_sigkill_then_rerun_equals_uninterrupted(tiny_synth_pretrain: Path, tmp_path: Path) -> None:
     ref = _torchrun(_pretrain_args(tiny_synth_pretrain, tmp_path / "ref", batch_size=4), tmp_path)
     assert ref.returncode == 0, ref.stderr
+    # Rank 0 alone, once it has written the checkpoint of step 2 of 3; rank 1 then waits in step 3's gradient
+    # all-reduce. Killing both ranks raced: rank 1's death made torchrun stop rank 0 while it wrote checkpoint.pt.
     killed = _torchrun(_pretrain_args(tiny_synth_pretrain, tmp_path / "run", batch_size=4), tmp_path,
-                       "kill-after-calls", TRAIN_EPOCH, "2")  # each rank, once it has checkpointed step 2 of 3
+                       "on-rank", "0", "kill-after-calls", TRAIN_EPOCH, "2")
     assert killed.returncode != 0 and f"Signal {int(signal.SIGKILL)} (SIGKILL)" in killed.stderr, killed.stderr
     assert not (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "checkpoint.pt").is_file()
 
