@@ -268,11 +268,9 @@ def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.da
     grid = _write_predictions(out / "predictions.png", trainer, val_rows[:GRID_IMAGES])
     write_json_atomic(out / "metrics.json", metrics)
     cfg = trainer.cfg
-    # The wall-clock time stays out of model.pt (metrics.json has it): the file then depends only on what makes the
-    # weights, so the same run gives the same bytes and sha256, which DVC and `ser compare`'s grouping key on.
-    timeless = {k: v for k, v in metrics.items() if k != "train_seconds"}
-    meta = {"params": params_dump(cfg), "metrics": timeless, "data": str(info.path),
-            "val_rows": val_rows.tolist(), "ser_version": __version__,
+    # No wall time in model.pt (metrics.json has it): the same run writes the same bytes, so its sha256 stays put.
+    meta = {"params": params_dump(cfg), "metrics": {k: v for k, v in metrics.items() if k != "train_seconds"},
+            "data": str(info.path), "val_rows": val_rows.tolist(), "ser_version": __version__,
             "init_from_sha256": file_sha256(Path(cfg.init_from)) if cfg.init_from else None}
     if cfg.backbone_weights:  # only then: model.pt of other runs keeps the metadata it always had
         meta["backbone_weights_sha256"] = file_sha256(Path(cfg.backbone_weights))
