@@ -58,7 +58,7 @@ class GradientRecorder:
 
     def attach(self, trainer: ContinualTrainer) -> None:
         learner = trainer.learner
-        named = [(f"{n}", p) for n, p in learner.classifier.named_parameters()]
+        named = list(learner.classifier.named_parameters())
         if learner.modulation is not None:
             named += [(f"modulation.{n}", p) for n, p in learner.modulation.named_parameters()]
         self.blocks = {id(p): block_of(n) for n, p in named}
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.out is None or not train_args:
         parser.error("give OUT.json and the `ser train` arguments after `--`")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1 (got {args.steps})")
     recorder = record(train_args, args.steps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"train_args": train_args, "steps": len(recorder.rows),
