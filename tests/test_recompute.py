@@ -3,12 +3,15 @@ statistics included), with less memory kept for the backward."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
 from ser_cli.continual.learner import build_learner
 from ser_cli.continual.methods import StreamBatch, build_method
 from ser_cli.continual.run_io import config_hash
+from ser_cli.models.recompute import recompute_in_backward
 from tests.continual_data import tiny_settings, tiny_stream
 
 SHAPE = (3, 16, 24)
@@ -69,3 +72,56 @@ def test_checkpointing_keeps_a_fraction_of_the_activations_for_the_backward() ->
 
 def test_checkpointing_is_not_part_of_the_configuration_identity() -> None:
     assert config_hash(tiny_settings(activation_checkpointing=True)) == config_hash(tiny_settings())
+
+
+def test_the_saliency_decoder_is_recomputed_one_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # recomputed whole, its backward held every block's activations at once (20 full-size maps at 288x384)
+    from ser_cli.models import saliency_net
+
+    recomputed: list[torch.nn.Module] = []
+
+    def spy(fn, *inputs, modules):  # noqa: ANN001, ANN202
+        recomputed.extend(modules)
+        return recompute_in_backward(fn, *inputs, modules=modules)
+
+    monkeypatch.setattr(saliency_net, "recompute_in_backward", spy)
+    net = saliency_net.SaliencyNet("resnet18_reduced")
+    net.set_activation_checkpointing(True)
+    pred, _ = net(torch.randn(2, *SHAPE))
+    decoder = net.decoder
+    assert recomputed == [decoder.coarse, decoder.skip3, decoder.mid, decoder.skip2, decoder.fine]
+    pred.sum().backward()
+    recomputed.clear()
+    net.set_activation_checkpointing(False)
+    net(torch.randn(2, *SHAPE))
+    assert recomputed == []
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_stream_taps_are_freed_before_the_replay_terms(checkpointing: bool) -> None:
+    settings = tiny_settings(method="derpp", ser=True, activation_checkpointing=checkpointing)
+    learner = build_learner(settings, "cpu")
+    method = build_method("derpp", learner, settings, SHAPE)
+    stream_step = learner.saliency.stream_step
+    taps: list[weakref.ref] = []
+    alive_at_replay: list[int] = []
+
+    def recording_stream_step(x, maps):  # noqa: ANN001, ANN202
+        out = stream_step(x, maps)
+        taps[:] = [weakref.ref(t) for t in out[0]]
+        return out
+
+    replay = method.replay
+
+    def recording_replay(n):  # noqa: ANN001, ANN202
+        alive_at_replay.append(sum(ref() is not None for ref in taps))
+        return replay(n)
+
+    learner.saliency.stream_step = recording_stream_step
+    method.replay = recording_replay
+    method.before_task(0)
+    for images, maps, labels, _ in list(tiny_stream().train_loader([0]))[:2]:
+        method.observe(StreamBatch(images, maps, labels))
+    assert len(taps) == 5 and alive_at_replay == [0, 0]  # the second step's two replay draws
+    with pytest.raises(RuntimeError, match="needs the batch passed to saliency_step"):
+        learner.logits(learner.normalize(images), "stream")

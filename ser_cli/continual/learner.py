@@ -108,8 +108,9 @@ class Learner:
         self._stream = (x, taps)
         return {"saliency_kld": loss}
 
-    def end_step(self) -> None:
-        """Forget the stream batch's taps (frees their memory before the next step)."""
+    def forget_stream_taps(self) -> None:
+        """Forget the stream batch's taps (frees their memory once no forward needs them; `logits(x, "stream")`
+        refuses afterwards until the next `saliency_step`)."""
         self._stream = None
 
     def logits(self, x: Tensor, role: Role) -> Tensor:

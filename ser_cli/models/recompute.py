@@ -1,6 +1,8 @@
 """Activation checkpointing (`train.activation_checkpointing`): keep only the inputs of each backbone block (and of
-the saliency decoder) during the forward and recompute the rest in the backward (torch.utils.checkpoint,
-non-reentrant), trading about one more forward per step for the activation memory inside them.
+each block of the saliency decoder) during the forward and recompute the rest in the backward
+(torch.utils.checkpoint, non-reentrant), trading about one more forward per step for the activation memory inside
+them. Block by block rather than a network at a time, because the backward then holds one block's recomputed
+activations: the saliency decoder recomputed whole held 20 full-resolution feature maps (4.5 GB at 288x384).
 
 Recomputing a block in train mode would update its BatchNorm running statistics a second time; the recompute
 therefore runs inside a context that puts them back as the first forward left them, so a checkpointed step leaves

@@ -147,6 +147,7 @@ class UnisalDecoder(nn.Module):
         self.skip2 = Skip(c2, c1)
         self.fine = InvertedResidual(c2 + c1, c1, expand=2)
         self.adaptation = nn.Conv2d(c1, 1, 1)
+        self.checkpoint_blocks = False  # recompute each block in the backward (`train.activation_checkpointing`)
 
     def forward(self, taps: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Saliency map from the five pre-activation taps.
@@ -162,14 +163,21 @@ class UnisalDecoder(nn.Module):
         f2, f3, f4 = (self.activations[i](taps[i]) for i in (2, 3, 4))
         if self.priors is not None:
             f4 = torch.cat((f4, self.priors(f4)), dim=1)  # (B, C4 + n, H_4, W_4)
-        x = self.coarse(f4)  # (B, C3, H_4, W_4)
+        x = self._run(self.coarse, f4)  # (B, C3, H_4, W_4)
         # Upsample to the skip's size rather than x2 so odd input sizes line up.
         x = F.interpolate(x, size=f3.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.mid(torch.cat((x, self.skip3(f3)), dim=1))  # (B, C2, H_3, W_3)
+        x = self._run(self.mid, torch.cat((x, self._run(self.skip3, f3)), dim=1))  # (B, C2, H_3, W_3)
         x = F.interpolate(x, size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.fine(torch.cat((x, self.skip2(f2)), dim=1))  # (B, C1, H_2, W_2)
+        x = self._run(self.fine, torch.cat((x, self._run(self.skip2, f2)), dim=1))  # (B, C1, H_2, W_2)
         x = F.interpolate(self.adaptation(x), size=size, mode="nearest")  # (B, 1, H, W)
         return torch.sigmoid(x)
+
+    def _run(self, block: nn.Module, x: Tensor) -> Tensor:
+        # One block at a time, so that the backward holds one block's recomputed activations rather than the whole
+        # decoder's (at 288x384 those of `fine` and `skip2` alone are about 2 GB).
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return recompute_in_backward(block, x, modules=(block,))
+        return block(x)
 
 
 class SaliencyNet(nn.Module):
@@ -205,13 +213,12 @@ class SaliencyNet(nn.Module):
             The map, (B, 1, H, W) in (0, 1), and the encoder's five pre-activation taps.
         """
         taps = self.encoder.features(x)
-        if self.encoder.checkpoint_blocks and torch.is_grad_enabled():
-            return recompute_in_backward(self.decoder, taps, x.shape[-2:], modules=(self.decoder,)), taps
         return self.decoder(taps, x.shape[-2:]), taps
 
     def set_activation_checkpointing(self, on: bool) -> None:
-        """Recompute the encoder's blocks and the decoder in the backward (`train.activation_checkpointing`)."""
+        """Recompute the encoder's and the decoder's blocks in the backward (`train.activation_checkpointing`)."""
         self.encoder.checkpoint_blocks = on
+        self.decoder.checkpoint_blocks = on
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the encoder (the optimiser group with the lower learning rate)."""

@@ -113,7 +113,7 @@ class Method:
         self._stream_logits = None
         terms = self._backward_each(self.loss_terms(x, batch.labels))
         self.optimizer.step()
-        self.learner.end_step()
+        self.learner.forget_stream_taps()
         self.remember(batch, self._stream_logits)
         return {**terms, "loss": sum(terms.values()), **saliency}
 
@@ -130,6 +130,10 @@ class Method:
         """The stream batch's logits (B, n_classes); their detached copy is what `remember` stores (DER, DER++)."""
         logits = self.learner.logits(x, "stream")
         self._stream_logits = logits.detach()
+        # The skeleton forwards the stream batch once a step, so its saliency taps can go now rather than at the
+        # end of the step: autograd holds what this term's backward needs of them until that backward, and the
+        # replay terms' backward no longer holds them too (0.65 GB at 288x384).
+        self.learner.forget_stream_taps()
         return logits
 
     def _backward_each(self, terms: LossTerms) -> dict[str, Tensor]:

@@ -165,7 +165,7 @@ class CoPE(Method):
             first = 0 if i == self.settings.cope_iterations - 1 else out.n_stream  # stream samples: last pass only
             seen_z.append(out.embeddings[first:])
             seen_y.append(out.labels[first:])
-        self.learner.end_step()
+        self.learner.forget_stream_taps()  # after the last inner step's stream forward
         self.head.prototypes.copy_(momentum_update(self.head.prototypes, torch.cat(seen_z), torch.cat(seen_y),
                                                    self.settings.cope_momentum))
         self.buffer.add(batch.images, batch.labels, self.task)
