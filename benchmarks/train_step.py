@@ -87,6 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
     add("--activation-checkpointing", choices=["on", "off", "both"], default="off",
         help="Recompute the classifier's blocks in the backward (train.activation_checkpointing); both: side by side.")
+    add("--memory-format", default="auto",
+        help="train.memory_format: auto, channels_last, contiguous, or several comma-separated, side by side.")
     add("--memory-only", action="store_true",
         help="Time and memory alone: no FLOP count and no matmul / convolution peaks; --steps >= 1 and --warmup >= 0 "
         "(peak memory needs one step).")
@@ -118,6 +120,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.size_list = []
     if not args.size_list or any(len(hw) != 2 or min(hw) < 1 for hw in args.size_list):
         parser.error(f"--sizes: expected HxW[,HxW...] with positive H and W (got {args.sizes!r})")
+    layouts = ("auto", "channels_last", "contiguous")
+    if any(f not in layouts for f in args.memory_format.split(",")):
+        parser.error(f"--memory-format: expected {', '.join(layouts)} or several comma-separated "
+                     f"(got {args.memory_format!r})")
     return args
 
 
@@ -137,11 +143,11 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
     recomputes = {"both": (False, True), "on": (True,), "off": (False,)}[args.activation_checkpointing]
     grid = itertools.product(
         args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings,
-        recomputes,
+        recomputes, args.memory_format.split(","),
     )
     return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t,
-                    activation_checkpointing=r)
-            for d, b, (h, w), m, s, t, r in grid]
+                    activation_checkpointing=r, memory_format=f)
+            for d, b, (h, w), m, s, t, r, f in grid]
 
 
 def run_config(cfg: StepConfig) -> dict[str, Any]:
@@ -170,7 +176,8 @@ def label(cfg: dict[str, Any]) -> str:
     if cfg.get("memory_tuning", True) and isinstance(cfg.get("memory_tuning_applied"), str):
         untuned = f" {cfg['memory_tuning_applied']}"  # which tuning ran: tcmalloc, glibc (mallopt) or none
     recompute = " activation-checkpointing" if cfg.get("activation_checkpointing") else ""
-    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}"
+    layout = f" {cfg['memory_format']}" if cfg.get("memory_format", "auto") != "auto" else ""
+    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}{layout}"
 
 
 def seconds_cell(value: float) -> str:

@@ -69,6 +69,7 @@ def command(cfg: StepConfig, data: Path, out: Path, model: Path | None) -> list[
         "buffer_size": cfg.buffer_size,
         "diagnostics_every": 0,
         "classifier_init": "random",
+        **({"memory_format": cfg.memory_format} if cfg.memory_format != "auto" else {}),
     }
     cmd = [
         sys.executable,

@@ -33,7 +33,7 @@ from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.methods import Method, StreamBatch, build_method
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.allocator import tune_memory
-from ser_cli.runtime.device import resolve_device, use_bf16
+from ser_cli.runtime.device import memory_format_for, resolve_device, use_bf16
 from ser_cli.runtime.seeding import seed_everything
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -63,6 +63,7 @@ class StepConfig:
     threads: int = 0  # 0: torch's default
     memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
     activation_checkpointing: bool = False  # recompute the classifier's blocks in the backward
+    memory_format: str = "auto"  # train.memory_format: auto, channels_last or contiguous
     figures: bool = True  # FLOPs and the matmul / convolution peaks (off: --memory-only, time and memory alone)
 
     def settings(self) -> TrainSettings:
@@ -80,6 +81,7 @@ class StepConfig:
             diagnostics_every=0,
             # only when on: the benchmark also measures earlier versions of the package, which lack the key
             **({"activation_checkpointing": True} if self.activation_checkpointing else {}),
+            **({"memory_format": self.memory_format} if self.memory_format != "auto" else {}),
         )
 
 
@@ -223,8 +225,7 @@ def compute_figures(cfg: StepConfig, method: Method, learner: Learner, device: t
     batch = random_batch(cfg, 1, torch.Generator().manual_seed(3))
     flops, conv_flops = counted_flops(lambda: train_step(method, learner, batch, device))
     matmul = matmul_peak(cfg.matmul_n, torch.bfloat16 if bf16 else torch.float32, device, cfg.peak_repeats)
-    # channels-last with bf16 on CUDA only, as `build_learner`
-    memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
+    memory_format = memory_format_for(cfg.memory_format, "bf16" if bf16 else "fp32", device)  # as `build_learner`
     specs = conv_shapes(learner.classifier, cfg.height, cfg.width, device)
     conv = conv_peak(
         specs, cfg.batch_size, device, cfg.peak_repeats, autocast=learner.autocast, memory_format=memory_format

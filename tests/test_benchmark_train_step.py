@@ -90,6 +90,16 @@ def test_memory_only_and_activation_checkpointing_options() -> None:
     assert grid[1].settings().activation_checkpointing
 
 
+def test_memory_format_option() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--memory-format", "nhwc"])
+    grid = configs(parse_args(["--memory-format", "contiguous,channels_last", "--methods", "derpp", "--ser", "on",
+                               "--sizes", "32x48", "--backbones", "resnet18"]))
+    assert [c.memory_format for c in grid] == ["contiguous", "channels_last"]
+    assert [c.settings().memory_format for c in grid] == ["contiguous", "channels_last"]
+    assert configs(parse_args(["--sizes", "32x48"]))[0].settings().memory_format == "auto"
+
+
 def sane_step_result(r: dict) -> None:
     """Every field of one configuration's result, with values that can be true of a real run."""
     s = r["step_seconds"]

@@ -27,7 +27,7 @@ from ser_cli.models.normalize import Normalizer
 from ser_cli.models.prototype_head import PrototypeHead
 from ser_cli.models.registry import Backbone, build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
-from ser_cli.runtime.device import autocast, use_bf16
+from ser_cli.runtime.device import autocast, memory_format_for
 from ser_cli.runtime.errors import UserError
 
 Role = Literal["stream", "replay", "eval"]
@@ -241,9 +241,7 @@ def build_learner(
             backbone / modulation / precision name.
     """
     device = torch.device(device)
-    bf16 = use_bf16(settings.precision, device)
-    # channels_last only pays off with cuDNN; on CPU it would just change the kernels the tests compare.
-    memory_format = torch.channels_last if bf16 and device.type == "cuda" else torch.contiguous_format
+    memory_format = memory_format_for(settings.memory_format, settings.precision, device)
     classifier = build_backbone(settings.backbone, settings.n_classes)
     if classifier_weights is not None:
         classifier.load_state_dict(classifier_weights, strict=False)  # the head keeps its seeded initialisation

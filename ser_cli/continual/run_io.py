@@ -29,7 +29,8 @@ from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
-NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every", "activation_checkpointing")
+# `memory_format` picks kernels (results equal up to float rounding), as the device does; not part of the identity
+NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every", "activation_checkpointing", "memory_format")
 # DER's and DER++'s knobs were in every method's hash before other methods had knobs; they stay there so that no
 # existing run changes identity. Any other method knob counts only for the methods that declare it.
 HASHED_FOR_EVERY_METHOD = ("alpha", "beta")

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
-from ser_cli.runtime.section import PRECISION_HELP, Precision, Section, error_message
+from ser_cli.runtime.section import MEMORY_FORMAT_HELP, PRECISION_HELP, MemoryFormat, Precision, Section, error_message
 
 
 class MethodKnobs(Section):
@@ -118,6 +118,7 @@ class TrainFields(*_knob_bases(), _LeadingFields):
     activation_checkpointing: bool = Field(
         False, description="Recompute the classifier's blocks in the backward instead of keeping their activations: "
         "less memory for about one more forward per step; the same weights.")
+    memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP)
 
     @model_validator(mode="before")
     @classmethod

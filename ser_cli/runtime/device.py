@@ -36,6 +36,18 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def memory_format_for(name: str, precision: str, device: torch.device) -> torch.memory_format:
+    """The tensor layout `name` (`auto`, `channels_last`, `contiguous`) asks for with this precision on `device`.
+
+    `auto` keeps contiguous tensors except under bf16 on CUDA, where cuDNN's channels-last kernels pay off, so that
+    the default CPU results stay those of the contiguous kernels (on CPU channels-last did not speed up the SER step
+    at 288x384: benchmarks/RESULTS.md). The other two force a layout, e.g. to compare kernels on a new device.
+    """
+    if name == "auto":
+        return torch.channels_last if use_bf16(precision, device) and device.type == "cuda" else torch.contiguous_format
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context for this precision and device (a no-op context for fp32)."""
     if use_bf16(precision, device):

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
+MemoryFormat = Literal["auto", "channels_last", "contiguous"]
+MEMORY_FORMAT_HELP = ("Layout of images, weights and activations: `auto` is channels-last with bf16 on CUDA and "
+                      "contiguous otherwise; `channels_last` / `contiguous` force one (other kernels: results equal "
+                      "up to float rounding).")
 
 
 class Section(BaseModel):
