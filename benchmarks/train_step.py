@@ -89,6 +89,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Recompute the classifier's blocks in the backward (train.activation_checkpointing); both: side by side.")
     add("--memory-format", default="auto",
         help="train.memory_format: auto, channels_last, contiguous, or several comma-separated, side by side.")
+    add("--compile", choices=["on", "off", "both"], default="off",
+        help="torch.compile the networks (train.compile; the warm-up steps compile: use --warmup >= 2); both: side by "
+        "side.")
     add("--memory-only", action="store_true",
         help="Time and memory alone: no FLOP count and no matmul / convolution peaks; --steps >= 1 and --warmup >= 0 "
         "(peak memory needs one step).")
@@ -141,13 +144,14 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
     sers = {"both": (False, True), "on": (True,), "off": (False,)}[args.ser]
     tunings = {"both": (False, True), "on": (True,), "off": (False,)}[args.memory_tuning]
     recomputes = {"both": (False, True), "on": (True,), "off": (False,)}[args.activation_checkpointing]
+    compiles = {"both": (False, True), "on": (True,), "off": (False,)}[args.compile]
     grid = itertools.product(
         args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings,
-        recomputes, args.memory_format.split(","),
+        recomputes, args.memory_format.split(","), compiles,
     )
     return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t,
-                    activation_checkpointing=r, memory_format=f)
-            for d, b, (h, w), m, s, t, r, f in grid]
+                    activation_checkpointing=r, memory_format=f, compile=c)
+            for d, b, (h, w), m, s, t, r, f, c in grid]
 
 
 def run_config(cfg: StepConfig) -> dict[str, Any]:
@@ -177,7 +181,9 @@ def label(cfg: dict[str, Any]) -> str:
         untuned = f" {cfg['memory_tuning_applied']}"  # which tuning ran: tcmalloc, glibc (mallopt) or none
     recompute = " activation-checkpointing" if cfg.get("activation_checkpointing") else ""
     layout = f" {cfg['memory_format']}" if cfg.get("memory_format", "auto") != "auto" else ""
-    return f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}{layout}"
+    compiled = " compiled" if cfg.get("compile") else ""
+    return (f"{method} {cfg['backbone']} {cfg['height']}x{cfg['width']} {cfg['device']}{untuned}{recompute}{layout}"
+            f"{compiled}")
 
 
 def seconds_cell(value: float) -> str:

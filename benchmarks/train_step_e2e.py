@@ -70,6 +70,7 @@ def command(cfg: StepConfig, data: Path, out: Path, model: Path | None) -> list[
         "diagnostics_every": 0,
         "classifier_init": "random",
         **({"memory_format": cfg.memory_format} if cfg.memory_format != "auto" else {}),
+        **({"compile": "true"} if cfg.compile else {}),
     }
     cmd = [
         sys.executable,

@@ -64,6 +64,7 @@ class StepConfig:
     memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
     activation_checkpointing: bool = False  # recompute the classifier's blocks in the backward
     memory_format: str = "auto"  # train.memory_format: auto, channels_last or contiguous
+    compile: bool = False  # train.compile: torch.compile the classifier and the saliency network (warm-up compiles)
     figures: bool = True  # FLOPs and the matmul / convolution peaks (off: --memory-only, time and memory alone)
 
     def settings(self) -> TrainSettings:
@@ -82,6 +83,7 @@ class StepConfig:
             # only when on: the benchmark also measures earlier versions of the package, which lack the key
             **({"activation_checkpointing": True} if self.activation_checkpointing else {}),
             **({"memory_format": self.memory_format} if self.memory_format != "auto" else {}),
+            **({"compile": True} if self.compile else {}),
         )
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks.compute_peaks import ConvSpec, conv_shapes, counted_flops
-from benchmarks.train_step import QUICK, configs, parse_args
+from benchmarks.train_step import QUICK, configs, label, parse_args
 from benchmarks.train_step_worker import StepConfig, build, random_batch, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +98,13 @@ def test_memory_format_option() -> None:
     assert [c.memory_format for c in grid] == ["contiguous", "channels_last"]
     assert [c.settings().memory_format for c in grid] == ["contiguous", "channels_last"]
     assert configs(parse_args(["--sizes", "32x48"]))[0].settings().memory_format == "auto"
+
+
+def test_compile_option() -> None:
+    grid = configs(parse_args(["--compile", "both", "--methods", "derpp", "--ser", "on", "--sizes", "32x48",
+                               "--backbones", "resnet18"]))
+    assert [(c.compile, c.settings().compile) for c in grid] == [(False, False), (True, True)]
+    assert label({**grid[1].__dict__, "device": "cpu"}).endswith(" compiled")
 
 
 def sane_step_result(r: dict) -> None:

@@ -31,6 +31,7 @@ from ser_cli.runtime.device import autocast, memory_format_for
 from ser_cli.runtime.errors import UserError
 
 Role = Literal["stream", "replay", "eval"]
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for `train.compile` (tests use a faster one)
 
 
 class Learner:
@@ -247,6 +248,8 @@ def build_learner(
         classifier.load_state_dict(classifier_weights, strict=False)  # the head keeps its seeded initialisation
     classifier = classifier.to(device, memory_format=memory_format)
     classifier.checkpoint_blocks = settings.activation_checkpointing
+    if settings.compile:
+        classifier.compile(backend=COMPILE_BACKEND)  # in place: the state dict keeps its keys
     learner_autocast = functools.partial(autocast, settings.precision, device)
     normalizer = Normalizer(device, memory_format)
     if not settings.ser:
@@ -259,6 +262,8 @@ def build_learner(
         )
     net = net.to(device, memory_format=memory_format)
     net.set_activation_checkpointing(settings.activation_checkpointing)
+    if settings.compile:
+        net.compile(backend=COMPILE_BACKEND)
     modulation = build_modulation(settings.mnp, classifier.tap_channels, list(settings.mnp_blocks),
                                   classifier.activations)
     modulation = modulation.to(device, memory_format=memory_format)

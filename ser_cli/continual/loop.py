@@ -41,9 +41,9 @@ from ser_cli.runtime.rng import capture_rng_state, restore_rng_state, rng_preser
 
 STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
-# Settings that may differ between a checkpoint and the run resuming it (`memory_format` as the device may: a run
-# checkpointed on one machine can finish on another, and the layout is chosen for the machine).
-RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every", "activation_checkpointing", "memory_format")
+# Settings that may differ between a checkpoint and the run resuming it (`memory_format` and `compile` as the device
+# may: a run checkpointed on one machine can finish on another, and kernels are chosen for the machine).
+RESUMABLE_CHANGES = ("checkpoint_every", "diagnostics_every", "activation_checkpointing", "memory_format", "compile")
 
 
 class ContinualTrainer:

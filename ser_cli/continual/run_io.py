@@ -29,8 +29,10 @@ from ser_cli.runtime.errors import UserError
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
-# `memory_format` picks kernels (results equal up to float rounding), as the device does; not part of the identity
-NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every", "activation_checkpointing", "memory_format")
+# `memory_format` and `compile` pick kernels (results equal up to float rounding), as the device does: not part of
+# the identity
+NOT_IN_CONFIG_HASH = ("seed", "checkpoint_every", "diagnostics_every", "activation_checkpointing", "memory_format",
+                      "compile")
 # DER's and DER++'s knobs were in every method's hash before other methods had knobs; they stay there so that no
 # existing run changes identity. Any other method knob counts only for the methods that declare it.
 HASHED_FOR_EVERY_METHOD = ("alpha", "beta")

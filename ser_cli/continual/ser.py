@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ser_cli.metrics.saliency import kld_loss
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.device import fused_optimizer_option
 
 SAL_MOMENTUM = 0.9
 DECODER_WEIGHT_DECAY = 1e-4
@@ -36,7 +37,7 @@ def saliency_optimizer(net: SaliencyNet, sal_lr: float) -> torch.optim.SGD:
         {"params": net.decoder_parameters(), "lr": sal_lr, "weight_decay": DECODER_WEIGHT_DECAY},
         {"params": net.encoder_parameters(), "lr": ENCODER_LR_FACTOR * sal_lr, "weight_decay": ENCODER_WEIGHT_DECAY},
     ]
-    return torch.optim.SGD(groups, lr=sal_lr, momentum=SAL_MOMENTUM)
+    return torch.optim.SGD(groups, lr=sal_lr, momentum=SAL_MOMENTUM, **fused_optimizer_option(net.parameters()))
 
 
 class SaliencyBranch:

@@ -119,6 +119,9 @@ class TrainFields(*_knob_bases(), _LeadingFields):
         False, description="Recompute the classifier's blocks in the backward instead of keeping their activations: "
         "less memory for about one more forward per step; the same weights.")
     memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP)
+    compile: bool = Field(
+        False, description="torch.compile the classifier and the saliency network (inductor): for long GPU runs; "
+        "the first steps pay the compilation, results equal eager ones up to float rounding.")
 
     @model_validator(mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable
 
 import torch
 
@@ -46,6 +47,13 @@ def memory_format_for(name: str, precision: str, device: torch.device) -> torch.
     if name == "auto":
         return torch.channels_last if use_bf16(precision, device) and device.type == "cuda" else torch.contiguous_format
     return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
+def fused_optimizer_option(params: Iterable[torch.Tensor]) -> dict[str, bool]:
+    """`{"fused": True}` for `torch.optim.SGD` when every parameter is on CUDA (one kernel updates them all), else
+    `{}`: the CPU keeps the default for-each implementation and its results."""
+    params = list(params)
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {}
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -34,7 +34,7 @@ from ser_cli.data.dataset import collate
 from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime import distributed
-from ser_cli.runtime.device import autocast
+from ser_cli.runtime.device import autocast, fused_optimizer_option
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.seeding import derive_seed
 
@@ -71,7 +71,7 @@ def build_optimizer(net: SaliencyNet, cfg: SaliencyConfig) -> torch.optim.SGD:
         {"name": "decoder", "params": net.decoder_parameters(), "weight_decay": cfg.weight_decay_decoder},
         {"name": "encoder", "params": net.encoder_parameters(), "weight_decay": cfg.weight_decay_encoder},
     ]
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused_optimizer_option(net.parameters()))
     set_epoch_lr(optimizer, cfg, 0)
     return optimizer
 

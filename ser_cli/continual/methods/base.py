@@ -26,6 +26,7 @@ from torch import Tensor
 from ser_cli.continual.buffer import ReservoirBuffer
 from ser_cli.continual.learner import Learner
 from ser_cli.continual.settings import TrainSettings
+from ser_cli.runtime.device import fused_optimizer_option
 
 
 @dataclass
@@ -88,9 +89,9 @@ class Method:
         self.learner = learner
         self.settings = settings
         self.buffer = buffer
-        self.optimizer = torch.optim.SGD(
-            learner.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-        )
+        params = list(learner.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                                         weight_decay=settings.weight_decay, **fused_optimizer_option(params))
         self.task = 0
         self._stream_logits: Tensor | None = None  # this step's, set by `stream_forward`
 

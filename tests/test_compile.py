@@ -1,0 +1,62 @@
+"""`train.compile` (torch.compile of the classifier and the saliency network) and fused SGD on CUDA: the same steps
+as eager up to float rounding, state dicts unchanged, and not part of a run's identity."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ser_cli.continual import learner as learner_module
+from ser_cli.continual.learner import build_learner
+from ser_cli.continual.methods import StreamBatch, build_method
+from ser_cli.continual.run_io import config_hash
+from ser_cli.runtime.device import fused_optimizer_option
+from tests.continual_data import tiny_settings, tiny_stream
+
+SHAPE = (3, 16, 24)
+
+
+def _trained(compile_: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], bool]:
+    torch.manual_seed(0)
+    settings = tiny_settings(method="derpp", ser=True, compile=compile_)
+    learner = build_learner(settings, "cpu")
+    method = build_method("derpp", learner, settings, SHAPE)
+    logs = []
+    method.before_task(0)
+    for images, maps, labels, _ in list(tiny_stream().train_loader([0]))[:3]:  # the last two replaying
+        torch.manual_seed(len(logs))  # the saliency decoder's dropout
+        logs.append({k: v.item() for k, v in method.observe(StreamBatch(images, maps, labels)).items()})
+    nets = (learner.classifier, learner.saliency.net)
+    compiled = all(net._compiled_call_impl is not None for net in nets)  # what `nn.Module.compile` sets
+    return learner.state_dict(), logs, compiled
+
+
+def test_compiled_steps_match_eager_ones_and_keep_the_state_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    # aot_eager traces through dynamo and AOT autograd as inductor does, without its minute of C++ compilation
+    monkeypatch.setattr(learner_module, "COMPILE_BACKEND", "aot_eager")
+    eager_state, eager_logs, eager_compiled = _trained(False)
+    state, logs, compiled = _trained(True)
+    assert compiled and not eager_compiled
+    assert [log.keys() for log in logs] == [log.keys() for log in eager_logs]
+    for log, eager in zip(logs, eager_logs, strict=True):
+        assert log == pytest.approx(eager, rel=1e-4, abs=1e-6)
+    got, want = state["classifier"], eager_state["classifier"]
+    assert got.keys() == want.keys()  # no `_orig_mod.` prefix: checkpoints load either way
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=1e-5, msg=key)
+
+
+def test_compile_is_not_part_of_the_configuration_identity() -> None:
+    assert config_hash(tiny_settings(compile=True)) == config_hash(tiny_settings())
+
+
+def test_sgd_is_fused_only_when_every_parameter_is_on_cuda() -> None:
+    cuda, cpu = SimpleNamespace(is_cuda=True), torch.zeros(1)
+    assert fused_optimizer_option([cuda, cuda]) == {"fused": True}
+    assert fused_optimizer_option([cuda, cpu]) == {}
+    assert fused_optimizer_option(iter([cpu])) == {} and fused_optimizer_option([]) == {}
+    learner = build_learner(tiny_settings(), "cpu")
+    method = build_method("derpp", learner, tiny_settings(), SHAPE)
+    assert not method.optimizer.defaults["fused"]  # the CPU keeps the for-each implementation
