@@ -48,6 +48,15 @@ def test_compiled_steps_match_eager_ones_and_keep_the_state_dict(monkeypatch: py
         torch.testing.assert_close(got[key], value, rtol=1e-3, atol=1e-5, msg=key)
 
 
+def test_a_restored_run_is_eager_even_if_it_trained_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(learner_module, "COMPILE_BACKEND", "aot_eager")
+    settings = tiny_settings(ser=True, compile=True)
+    trained = build_learner(settings, "cpu")
+    restored = learner_module.restore_learner(settings, trained.state_dict(), "cpu")
+    assert trained.classifier._compiled_call_impl is not None
+    assert restored.classifier._compiled_call_impl is None and restored.saliency.net._compiled_call_impl is None
+
+
 def test_compile_is_not_part_of_the_configuration_identity() -> None:
     assert config_hash(tiny_settings(compile=True)) == config_hash(tiny_settings())
 

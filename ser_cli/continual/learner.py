@@ -284,7 +284,8 @@ def restore_learner(settings: TrainSettings, state: dict[str, Any], device: torc
         The learner, in eval mode.
     """
     net = SaliencyNet(**state["saliency_config"]) if settings.ser else None
-    learner = build_learner(settings, device, net)
+    # eager: evaluation is short, and a run compiled on a GPU should not pay inductor's compilation on a CPU
+    learner = build_learner(settings.model_copy(update={"compile": False}), device, net)
     if "head_config" in state:
         learner.set_head(PrototypeHead(**state["head_config"]))
     learner.load_state_dict(state)
