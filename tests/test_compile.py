@@ -3,6 +3,7 @@ as eager up to float rounding, state dicts unchanged, and not part of a run's id
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,19 @@ from ser_cli.runtime.device import fused_optimizer_option
 from tests.continual_data import tiny_settings, tiny_stream
 
 SHAPE = (3, 16, 24)
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """torch.compile shows tqdm bars, whose monitor thread would outlive the test and make the fork-based tests
+    that share this worker refuse to fork (`tests/faults.run_forked`)."""
+    from tqdm import tqdm
+
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
+    yield
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+        tqdm.monitor = None
 
 
 def _trained(compile_: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], bool]:
