@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ser_cli.continual.learner import Learner, build_learner
+from ser_cli.continual.methods import StreamBatch, build_method
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import TensorTaskStream
 
@@ -49,3 +51,18 @@ def tiny_settings(**overrides: object) -> TrainSettings:
         precision="fp32",
     )
     return TrainSettings(**{**base, **overrides})
+
+
+def derpp_ser_steps(steps: int, **overrides: object) -> tuple[Learner, list[dict[str, float]]]:
+    """DER++ + SER on the tiny stream's first task for `steps` steps (at most 4; the later ones replay), seeded as a
+    run is; returns the learner and each step's losses."""
+    torch.manual_seed(0)
+    settings = tiny_settings(method="derpp", ser=True, **overrides)
+    learner = build_learner(settings, "cpu")
+    method = build_method("derpp", learner, settings, (3, 16, 24))
+    logs = []
+    method.before_task(0)
+    for images, maps, labels, _ in list(tiny_stream().train_loader([0]))[:steps]:
+        torch.manual_seed(len(logs))  # the saliency decoder's dropout
+        logs.append({k: v.item() for k, v in method.observe(StreamBatch(images, maps, labels)).items()})
+    return learner, logs

@@ -11,10 +11,10 @@ import torch
 
 from ser_cli.continual import learner as learner_module
 from ser_cli.continual.learner import build_learner
-from ser_cli.continual.methods import StreamBatch, build_method
+from ser_cli.continual.methods import build_method
 from ser_cli.continual.run_io import config_hash
 from ser_cli.runtime.device import fused_optimizer_option
-from tests.continual_data import tiny_settings, tiny_stream
+from tests.continual_data import derpp_ser_steps, tiny_settings
 
 SHAPE = (3, 16, 24)
 
@@ -33,15 +33,7 @@ def _no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _trained(compile_: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], bool]:
-    torch.manual_seed(0)
-    settings = tiny_settings(method="derpp", ser=True, compile=compile_)
-    learner = build_learner(settings, "cpu")
-    method = build_method("derpp", learner, settings, SHAPE)
-    logs = []
-    method.before_task(0)
-    for images, maps, labels, _ in list(tiny_stream().train_loader([0]))[:3]:  # the last two replaying
-        torch.manual_seed(len(logs))  # the saliency decoder's dropout
-        logs.append({k: v.item() for k, v in method.observe(StreamBatch(images, maps, labels)).items()})
+    learner, logs = derpp_ser_steps(3, compile=compile_)  # the last two steps replay
     nets = (learner.classifier, learner.saliency.net)
     compiled = all(net._compiled_call_impl is not None for net in nets)  # what `nn.Module.compile` sets
     return learner.state_dict(), logs, compiled

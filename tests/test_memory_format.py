@@ -9,11 +9,10 @@ import torch
 from ser_cli.config_loader import load_params
 from ser_cli.continual.learner import build_learner
 from ser_cli.continual.loop import ContinualTrainer
-from ser_cli.continual.methods import StreamBatch, build_method
 from ser_cli.continual.run_io import config_hash
 from ser_cli.runtime.device import memory_format_for
 from ser_cli.runtime.errors import UserError
-from tests.continual_data import tiny_settings, tiny_stream
+from tests.continual_data import derpp_ser_steps, tiny_settings, tiny_stream
 
 SHAPE = (3, 16, 24)
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object only: nothing runs on CUDA here
@@ -44,15 +43,7 @@ def test_a_channels_last_learner_keeps_weights_and_inputs_channels_last() -> Non
 
 
 def _trained(memory_format: str, steps: int = 4) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
-    torch.manual_seed(0)
-    settings = tiny_settings(method="derpp", ser=True, memory_format=memory_format)
-    learner = build_learner(settings, "cpu")
-    method = build_method("derpp", learner, settings, SHAPE)
-    logs = []
-    method.before_task(0)
-    for images, maps, labels, _ in list(tiny_stream().train_loader([0]))[:steps]:  # four steps, three replaying
-        torch.manual_seed(len(logs))  # the saliency decoder's dropout
-        logs.append({k: v.item() for k, v in method.observe(StreamBatch(images, maps, labels)).items()})
+    learner, logs = derpp_ser_steps(steps, memory_format=memory_format)  # four steps, three replaying
     state = {k: v.detach().clone() for k, v in learner.classifier.state_dict().items() if v.is_floating_point()}
     return state, logs
 
