@@ -4,6 +4,10 @@ Values given with `--set` are parsed as YAML (`0.02` is a float, `true` a bool, 
 the file's dict and then validated with the file, so an override gets exactly the checks a file entry gets. An
 error names where the bad value came from: `params.yaml: train.buffer_size: must be >= 0 (got -5)` or
 `--set train.buffer_size: ...`.
+
+A command's own options that set a key (`ser train --saliency-model PATH`, `--seed N`) are passed as *values*, never
+as YAML text (a path like `#x/model.pt` or `null` must stay a path), and are validated in the same pass, their
+errors named by the option: `--seed: train.seed: must be >= 0 (got -1)`.
 """
 
 from __future__ import annotations
@@ -22,20 +26,29 @@ from ser_cli.runtime.section import error_message
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def load_params(path: Path | None = None, overrides: list[str] | None = None) -> Params:
-    """Read `path` (default `./params.yaml` when present, else built-in defaults), apply overrides, validate."""
+# dotted key -> (the option that gave it, its value), e.g. {"train.seed": ("--seed", 7)}
+OptionValues = dict[str, tuple[str, Any]]
+
+
+def load_params(path: Path | None = None, overrides: list[str] | None = None,
+                options: OptionValues | None = None) -> Params:
+    """Read `path` (default `./params.yaml` when present, else built-in defaults), apply the `--set` overrides, then
+    the command's option values (they win), and validate all of it once."""
     if path is None and DEFAULT_PARAMS.is_file():
         path = DEFAULT_PARAMS
     raw = _read_yaml(path) if path is not None else {}
-    overridden = set()
+    sources: dict[str, str] = {}
     for item in overrides or []:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-        overridden.add(key)
+        sources[key] = "--set"
+    for key, (option, value) in (options or {}).items():
+        _set_dotted(raw, key, value)
+        sources[key] = option
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_explain(err, str(path) if path else "defaults", overridden)) from None
+        raise UserError(_explain(err, str(path) if path else "defaults", sources)) from None
 
 
 def load_yaml_file(path: Path, what: str = "params file") -> Any:
@@ -84,13 +97,20 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _explain(err: ValidationError, source: str, overridden: set[str]) -> str:
-    """One line: `SOURCE: dotted.key: message (got value)`, several errors joined by '; '."""
+def _explain(err: ValidationError, source: str, sources: dict[str, str]) -> str:
+    """One line: `SOURCE: dotted.key: message (got value)`, several errors joined by '; '. SOURCE is the option that
+    set the key (an option before `--set`: it was applied last), `--set KEY`, or the params file."""
     parts = []
     for item in err.errors(include_url=False):
         key = ".".join(str(p) for p in item["loc"])
-        from_set = any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in overridden)
-        parts.append(f"--set {key}: {_message(item)}" if from_set else f"{source}: {key}: {_message(item)}")
+        given = sorted((src != "--set", src) for o, src in sources.items()
+                       if key == o or key.startswith(o + ".") or o.startswith(key + "."))
+        if given and given[-1][0]:
+            parts.append(f"{given[-1][1]}: {key}: {_message(item)}")
+        elif given:
+            parts.append(f"--set {key}: {_message(item)}")
+        else:
+            parts.append(f"{source}: {key}: {_message(item)}")
     return "; ".join(parts)
 
 

@@ -10,7 +10,7 @@ import typer
 
 from ser_cli.cli.errors import error_boundary
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
-from ser_cli.cli.options import JsonOpt, ParamsOpt, QuietOpt, SeedOpt, SetOpt, build_params
+from ser_cli.cli.options import JsonOpt, OverwriteOpt, ParamsOpt, QuietOpt, SeedOpt, SetOpt, build_params
 
 app = typer.Typer(help="Make, import or inspect datasets (HDF5 data files).", no_args_is_help=True,
                   cls=PlainHelpGroup)
@@ -24,6 +24,7 @@ def synth(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -31,7 +32,7 @@ def synth(
     from ser_cli.stages import synth as stage
 
     cfg = build_params(params, set_, seed, "data.synth.seed").data.synth
-    _echo_written(stage.run(cfg, out), as_json)
+    _echo_written(stage.run(cfg, out, overwrite), as_json)
 
 
 @app.command("info", cls=PlainHelpCommand)
@@ -81,6 +82,7 @@ def import_(
     split_seed: Annotated[int, typer.Option("--seed", help="mit1003 only: seed of the train/test split.")] = 0,
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -91,12 +93,12 @@ def import_(
 
     if storage not in (None, "raw", "encoded"):
         raise UserError(f"--storage: must be raw or encoded (got {storage!r})")
-    overrides = [*(set_ or []), *([f"data.storage={storage}"] if storage else []),
-                 *([f"data.workers={workers}"] if workers is not None else [])]
-    cfg = build_params(params, overrides).data
+    given = {key: (option, value) for key, option, value in (
+        ("data.storage", "--storage", storage), ("data.workers", "--workers", workers)) if value is not None}
+    cfg = build_params(params, set_, options=given).data
     options = ImportOptions(class_order=class_order, limit_per_class=limit_per_class, test_fraction=test_fraction,
                             seed=split_seed)
-    _echo_written(stage.run(cfg, fmt, src, out, options), as_json)
+    _echo_written(stage.run(cfg, fmt, src, out, options, overwrite), as_json)
 
 
 @app.command("spurious", cls=PlainHelpCommand)
@@ -104,13 +106,14 @@ def import_(
 def spurious(
     src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth_spurious.h5.")],
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
     from ser_cli.stages import spurious as stage
 
-    _echo_written(stage.run(src, out), as_json)
+    _echo_written(stage.run(src, out, overwrite), as_json)
 
 
 def _echo_written(path: Path, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.config import Params
-from ser_cli.config_loader import load_params
+from ser_cli.config_loader import OptionValues, load_params
 
 ParamsOpt = Annotated[
     Path | None,
@@ -50,9 +50,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print machine
 
 
 def build_params(params: Path | None, overrides: list[str] | None, seed: int | None = None,
-                 seed_key: str | None = None) -> Params:
-    """Load and validate params; `--seed` becomes one more override of `seed_key`."""
-    extra = list(overrides or [])
+                 seed_key: str | None = None, options: OptionValues | None = None) -> Params:
+    """Load and validate params; `options` (key -> (option, value)) and `--seed` (a value of `seed_key`) are set as
+    values after the `--set` overrides, never parsed as YAML text."""
+    given = dict(options or {})
     if seed is not None and seed_key is not None:
-        extra.append(f"{seed_key}={seed}")
-    return load_params(params, extra)
+        given[seed_key] = ("--seed", seed)
+    return load_params(params, overrides, given)

@@ -42,9 +42,9 @@ def pretrain_saliency(
     """
     from ser_cli.stages import pretrain_saliency as stage
 
-    cfg = build_params(params, set_, seed, "saliency.seed").saliency
-    if init_from is not None:
-        cfg = cfg.model_copy(update={"init_from": str(init_from)})
+    # a value validated with the section (both encoder starts at once is refused), not copied in afterwards
+    given = {"saliency.init_from": ("--init-from", str(init_from))} if init_from is not None else {}
+    cfg = build_params(params, set_, seed, "saliency.seed", given).saliency
     result = stage.run(cfg, data, out, device_name=device, restart=restart)
     if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
         return

@@ -50,14 +50,12 @@ def train(
     """Train a classifier continually (class-incremental, online) with a replay method and optional SER."""
     from ser_cli.stages import train as stage
 
-    overrides = list(set_ or [])
-    if method is not None:
-        overrides.append(f"train.method={method}")
-    if ser is not None:
-        overrides.append(f"train.ser={str(ser).lower()}")
-    if saliency_model is not None:
-        overrides.append(f"train.saliency_checkpoint={saliency_model}")
-    cfg = build_params(params, overrides, seed, "train.seed")
+    # values, not YAML text: a path such as '#x/model.pt', 'null' or 'a: b/model.pt' must stay that path
+    given = {key: (option, value) for key, option, value in (
+        ("train.method", "--method", method), ("train.ser", "--ser", ser),
+        ("train.saliency_checkpoint", "--saliency-model", None if saliency_model is None else str(saliency_model)),
+    ) if value is not None}
+    cfg = build_params(params, set_, seed, "train.seed", given)
     metrics = stage.run(cfg, data, maps, out, device,
                         start="overwrite" if overwrite else "restart" if restart else "resume")
     if as_json:
