@@ -25,7 +25,7 @@ from ser_cli.cli.app import app
 from ser_cli.data.importers import load_class_order
 from ser_cli.data.importers.mit1003 import split_test_rows
 from ser_cli.data.store import DataFile, fixations_of, read_image
-from ser_cli.data.writer import StoreWriter
+from ser_cli.data.writer import StoreWriter, partial_path
 from tests.fixtures_formats import (
     MIT_SIZES,
     SALICON_SIZES,
@@ -260,7 +260,7 @@ def test_interrupted_import_resumes_and_decodes_only_the_rest(tmp_path: Path, mo
     out = tmp_path / "s.h5"
     monkeypatch.setattr(StoreWriter, "write_rows", write_then_die)
     assert run_import("salicon", src, out).exit_code == 130
-    assert not out.exists() and Path(f"{out}.partial").exists()
+    assert not out.exists() and partial_path(out).exists()
     monkeypatch.setattr(StoreWriter, "write_rows", real_write)
     decoded = []
     real_decode = import_data.decode_item
@@ -275,8 +275,8 @@ def test_partial_of_a_different_import_is_discarded(tmp_path: Path, monkeypatch:
     src = write_imagefolder(tmp_path / "f", ["a", "b"])
     out = tmp_path / "f.h5"
     other = imported("imagefolder", src, tmp_path / "other.h5", "--limit-per-class", "1")
-    shutil.copy(other, f"{out}.partial")  # a partial left by an import with other options
-    with h5py.File(f"{out}.partial", "a") as h5:
+    shutil.copy(other, partial_path(out))  # a partial left by an import with other options
+    with h5py.File(partial_path(out), "a") as h5:
         h5.attrs["complete"] = False
     fresh = imported("imagefolder", src, tmp_path / "fresh.h5")
     assert content_sha256(imported("imagefolder", src, out)) == content_sha256(fresh)

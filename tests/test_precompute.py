@@ -140,7 +140,7 @@ def test_kill_9_then_resume_gives_identical_file(
     proc.wait()
     done = _done_rows(work_path(out))
     assert proc.returncode == -signal.SIGKILL and 8 <= done < 36 and not out.exists()
-    (tmp_path / "maps.h5.rank1of3.partial").write_bytes(b"left by a killed 3-process run")
+    (tmp_path / "maps.h5.ser-work.rank1of3.partial").write_bytes(b"left by a killed 3-process run")
     resumed = _run_ser(_command(model, tiny_synth, out))
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr

@@ -37,6 +37,20 @@ class RunIdentity:
         return asdict(self)
 
 
+def is_legacy_run_folder(out: Path) -> bool:
+    """A run folder `ser train` wrote before run folders carried a manifest: its `run.json` holds an identity, or
+    it holds nothing but an interrupted run's `checkpoint.pt` (and files set aside from it)."""
+    out = Path(out)
+    try:
+        saved = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and isinstance(saved.get("identity"), dict):
+        return True
+    files = [p.name for p in out.rglob("*") if not p.is_dir()]
+    return "checkpoint.pt" in files and all(name.startswith("checkpoint.pt") for name in files)
+
+
 def check_run_folder(out: Path, identity: RunIdentity, start: str) -> Literal["fresh", "complete"]:
     """`complete` when `out` holds this very run finished; `fresh` when training may (re)start or resume in it.
 

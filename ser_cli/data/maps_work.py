@@ -1,6 +1,7 @@
 """Writing a maps file (`ser_cli.data.maps`) resumably, over any number of processes, to the same bytes.
 
-Each process fills a *work file* (`MAPS.h5.partial`, or `MAPS.h5.rank{r}of{K}.partial` under torchrun) holding the
+Each process fills a *work file* (`MAPS.h5.ser-work.partial`, or `MAPS.h5.ser-work.rank{r}of{K}.partial` under
+torchrun: names of ser's own, so a user's `MAPS.h5.partial` is never touched; each locked by its process) holding the
 same `maps` datasets as the final file plus a `done` mask, committing one batch at a time: maps, flush, then `done`,
 flush, so a kill -9 never leaves a row marked done whose map is missing. Which rows a process computes is its
 `ShardPlan` (fixed batches dealt round-robin to ranks). The work file records what it was made from; a resume with
@@ -13,7 +14,8 @@ how `ser precompute` gets there in another.
 
 from __future__ import annotations
 
-import os
+import contextlib
+import glob
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,11 @@ import numpy as np
 from ser_cli import __version__
 from ser_cli.data.maps import MapsLayout
 from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS
+from ser_cli.runtime.atomic import atomic_path
 from ser_cli.runtime.disk import check_free_space
 from ser_cli.runtime.distributed import rank_batches
 from ser_cli.runtime.errors import RunFailure
+from ser_cli.runtime.output_lock import output_lock
 
 WORK_KIND = "ser-maps-work"
 
@@ -59,8 +63,16 @@ class ShardPlan:
 
 
 def work_path(out: Path, rank: int = 0, world_size: int = 1) -> Path:
-    """The work file of `rank`: `OUT.partial` in a one-process run, `OUT.rank{r}of{K}.partial` under torchrun."""
-    return Path(f"{out}.partial") if world_size == 1 else Path(f"{out}.rank{rank}of{world_size}.partial")
+    """The work file of `rank`: `OUT.ser-work.partial` in a one-process run, `OUT.ser-work.rank{r}of{K}.partial`
+    under torchrun."""
+    stem = f"{out}.ser-work"
+    return Path(f"{stem}.partial") if world_size == 1 else Path(f"{stem}.rank{rank}of{world_size}.partial")
+
+
+def all_work_files(out: Path) -> list[Path]:
+    """Every work file of `out`, whatever the number of processes that wrote it."""
+    pattern = f"{glob.escape(Path(out).name)}.ser-work.rank*of*.partial"
+    return [work_path(out), *Path(out).parent.glob(pattern)]
 
 
 class MapsWorkFile:
@@ -76,7 +88,14 @@ class MapsWorkFile:
     def __init__(self, path: Path, layout: MapsLayout, identity: dict[str, str | int]) -> None:
         self.path, self.layout, self.identity = Path(path), layout, identity
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.h5 = self._reopen() or self._create()
+        # one process per work file: a second torchrun job's rank r is refused here, not mid-write
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(output_lock(self.path, "work file"))
+        try:
+            self.h5 = self._reopen() or self._create()
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _reopen(self) -> h5py.File | None:
         if not self.path.exists():
@@ -131,6 +150,7 @@ class MapsWorkFile:
     def close(self) -> None:
         if self.h5.id.valid:
             self.h5.close()
+        self._lock.close()
 
 
 def _same(stored: Any, wanted: str | int) -> bool:
@@ -150,10 +170,9 @@ def assemble_maps_file(
     work was split or interrupted. `attrs` are the provenance attributes (`data_fingerprint`, `method`,
     `model_sha256` or `method_settings`); a None value is not written.
     """
-    tmp = Path(f"{out}.assemble.partial")
     sources = [h5py.File(p, "r") for p in work_files]
     try:
-        with h5py.File(tmp, "w") as h5:
+        with atomic_path(Path(out)) as tmp, h5py.File(tmp, "w") as h5:
             for split in SPLITS:
                 target = layout.create_maps(h5.create_group(split), split)
                 _copy_chunks([s[split] for s in sources], target, plan.owners(split), split)
@@ -161,7 +180,6 @@ def assemble_maps_file(
     finally:
         for s in sources:
             s.close()
-    os.replace(tmp, out)
     return Path(out)
 
 

@@ -35,6 +35,8 @@ SPLITS = ("train", "test")
 def open_checked(path: Path, kind: str) -> h5py.File:
     """Open `path` read-only after checking it is a complete `ser` file of `kind` with a readable schema."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO whose open would block forever
+        raise UserError(f"{path}: not a regular file (a folder, device, FIFO or socket); expected a {kind} file")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     if not h5py.is_hdf5(path):
@@ -57,6 +59,8 @@ def open_checked(path: Path, kind: str) -> h5py.File:
 
 def file_kind(path: Path) -> str | None:
     """The `kind` attribute of an HDF5 file (`ser-dataset`, `ser-maps`), or None: not HDF5, unreadable, or no kind."""
+    if not Path(path).is_file():  # never open a FIFO or device: the read would block or consume it
+        return None
     try:
         with h5py.File(path, "r", locking=False) as h5:
             kind = h5.attrs.get("kind")

@@ -1,8 +1,10 @@
 """Atomic, resumable writer of `ser` data files (schema in `ser_cli.data.schema`).
 
-Everything is written to `NAME.partial`; `finalize()` computes the fingerprint, marks the file complete and
-renames it, so a reader (or DVC) never sees a half-written file. Reopening an existing `.partial` with
-`resume=True` keeps the rows whose `done` flag is set, so an interrupted import continues where it stopped.
+Everything is written to `NAME.ser-work.partial` (a name of ser's own: a user's `NAME.partial` is never touched);
+`finalize()` computes the fingerprint, marks the file complete and renames it, so a reader (or DVC) never sees a
+half-written file. Reopening an existing work file with `resume=True` keeps the rows whose `done` flag is set, so an
+interrupted import continues where it stopped. An existing `NAME` is replaced only when it is a finished data file
+written by ser, and, unless `overwrite`, only by one of the same provenance (settings, source).
 """
 
 from __future__ import annotations
@@ -20,20 +22,55 @@ from ser_cli import __version__
 from ser_cli.data.fingerprint import data_fingerprint
 from ser_cli.data.schema import DATASET_KIND, SCHEMA_VERSION
 from ser_cli.runtime.disk import check_free_space
-from ser_cli.runtime.errors import RunFailure
+from ser_cli.runtime.errors import RunFailure, UserError
+from ser_cli.runtime.output_folder import check_output_file
+
+VOLATILE = ("created_at", "created_at_epoch", "ser_version")  # provenance keys that do not change the contents
 
 
 def partial_path(path: Path) -> Path:
     """Where the file lives while it is written."""
-    return Path(f"{path}.partial")
+    return Path(f"{path}.ser-work.partial")
+
+
+def check_data_output(path: Path, provenance: dict[str, Any], overwrite: bool) -> None:
+    """Refuse `--out` unless it is new, or a finished ser data file of the same provenance (any with `overwrite`).
+
+    Raises:
+        UserError: a folder, device or file ser did not write (whatever the flags), or a data file of other
+            settings without `overwrite`.
+    """
+    if not check_output_file(path, "--out", lambda p: _provenance(p) is not None, "a data file"):
+        return
+    if not overwrite and stable_provenance(_provenance(path) or {}) != stable_provenance(provenance):
+        raise UserError(f"--out {path}: holds a ser data file of other settings or sources; pass --overwrite to "
+                        "replace it, or choose another name")
+
+
+def stable_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """`provenance` as JSON would read it back, without the keys that do not change the contents."""
+    return {k: v for k, v in json.loads(json.dumps(provenance)).items() if k not in VOLATILE}
+
+
+def _provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance of a finished ser data file, or None when `path` is not one."""
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            if h5.attrs.get("kind") != DATASET_KIND or not h5.attrs.get("complete"):
+                return None
+            return json.loads(h5.attrs.get("provenance", "{}"))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 class StoreWriter:
     """Writes the splits of one data file row by row; see the module docstring for the protocol."""
 
     def __init__(self, path: Path, *, height: int, width: int, class_names: list[str],
-                 provenance: dict[str, Any], storage: str = "raw", resume: bool = False) -> None:
+                 provenance: dict[str, Any], storage: str = "raw", resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.path = Path(path)
+        check_data_output(self.path, {**provenance, "ser_version": __version__}, overwrite)
         self.height, self.width, self.storage = height, width, storage
         tmp = partial_path(self.path)
         tmp.parent.mkdir(parents=True, exist_ok=True)

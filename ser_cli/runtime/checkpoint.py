@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ser_cli.runtime.atomic import atomic_path
+from ser_cli.runtime.atomic import atomic_path, remove_stale_temporaries
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import log
 
@@ -106,9 +106,9 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def remove_checkpoint(path: Path) -> None:
-    """Delete a checkpoint and any leftover temporary file of it (after a run completed)."""
-    for p in (Path(path), Path(f"{path}.partial")):
-        p.unlink(missing_ok=True)
+    """Delete a checkpoint and the temporary files of it a killed run left (after a run completed)."""
+    Path(path).unlink(missing_ok=True)
+    remove_stale_temporaries(Path(path))
 
 
 def load_artifact(path: Path, kind: str, format_version: int, made_by: str, what: str,
@@ -119,6 +119,8 @@ def load_artifact(path: Path, kind: str, format_version: int, made_by: str, what
         UserError: one line naming the file and what is wrong with it.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # never open a FIFO or device: torch.load would block on it
+        raise UserError(f"{path}: not a regular file (a folder, device, FIFO or socket); expected the {what}")
     if not path.is_file():
         raise UserError(f"{path}: {what} not found; it is written by `{made_by}`")
     try:

@@ -12,6 +12,12 @@ tells the cases apart:
 - a manifest whose files are partly gone (DVC removes a stage's outs before rerunning it): ours, rewritten;
 - anything else (a folder holding files `ser` did not write, a file): refused, whatever the flags.
 
+The manifest is data, not a list of commands: an entry that is absolute, climbs out with `..` or resolves outside
+OUT through a symlink is refused before anything is deleted or moved. Commands that write in place rather than
+through a staging folder (`ser train`, `ser pretrain-saliency`) claim their folder with the same manifest
+(`check_owned_folder`, `mark_owned_folder`), and single-file outputs are replaced only when they hold ser's own
+output of the same kind (`check_output_file`).
+
 `check_disjoint` refuses an output that is, contains or lies inside one of the command's inputs, so that no
 `--out` typo overwrites a model, a data file or a source image.
 """
@@ -22,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -99,7 +106,7 @@ class OutputFolder:
         if manifest.get("command") != self.command:
             raise UserError(f"--out {self.out}: holds the output of `{manifest.get('command')}`, not of "
                             f"`{self.command}`; choose another folder")
-        complete = all((self.out / f).is_file() for f in manifest.get("files", []))
+        complete = all((self.out / f).is_file() for f in manifest_files(self.out, manifest))
         if complete and manifest.get("identity") == self.identity:
             return "complete"
         if complete and not self.overwrite:
@@ -120,11 +127,13 @@ class OutputFolder:
     def commit(self) -> Path:
         """Move the staged files into `out`, replacing only files of a previous manifest, then write the manifest."""
         self.out.mkdir(parents=True, exist_ok=True)
-        old = read_manifest(self.out) or {}
-        (self.out / MANIFEST).unlink(missing_ok=True)  # from here until the end, `out` is not a finished output
+        old = read_manifest(self.out)
         staged = sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*")
                         if p.is_file() and p.name != STAGING_MARK)
-        for name in old.get("files", []):
+        old_files = manifest_files(self.out, old) if old else []
+        _inside(self.out, staged)  # a symlinked subfolder of OUT must not carry a staged file elsewhere
+        (self.out / MANIFEST).unlink(missing_ok=True)  # from here until the end, `out` is not a finished output
+        for name in old_files:
             if name not in staged:
                 (self.out / name).unlink(missing_ok=True)  # ours from the previous run, no longer produced
         for name in staged:
@@ -151,6 +160,76 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def manifest_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """The manifest's file names, each checked to name a path inside `folder` (UserError otherwise, before any
+    file is touched): a crafted manifest listing `/victim` or `../victim` must not make ser delete it."""
+    files = manifest.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise UserError(f"{Path(folder) / MANIFEST}: damaged manifest ('files' is not a list of names); "
+                        "move the folder away")
+    _inside(folder, files)
+    return files
+
+
+def _inside(folder: Path, names: list[str]) -> None:
+    root = Path(folder).resolve()
+    for name in names:
+        rel = Path(name)
+        target = (root / rel).resolve()  # follows symlinks, so a link pointing out is caught too
+        if rel.is_absolute() or ".." in rel.parts or target == root or not target.is_relative_to(root):
+            raise UserError(f"{Path(folder) / MANIFEST}: lists {name!r}, which lies outside {folder}; refusing to "
+                            "touch it (was the manifest edited?)")
+
+
+def check_owned_folder(out: Path, command: str, legacy: Callable[[Path], bool] | None = None) -> None:
+    """Refuse (one line) a folder `command` writes in place unless it is missing, holds only empty folders, or is
+    ours: its manifest names `command`, or (folders made before manifests) `legacy(out)` recognises its files.
+    `--overwrite` never widens this: it replaces ser's output, never a user's files."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    manifest = read_manifest(out)
+    if manifest is not None:
+        if manifest.get("command") != command:
+            raise UserError(f"--out {out}: holds the output of `{manifest.get('command')}`, not of `{command}`; "
+                            "choose another folder")
+        return
+    if _only_empty_folders(out) or (legacy is not None and legacy(out)):
+        return
+    raise UserError(f"--out {out}: exists and holds files that `{command}` did not write; choose a new folder or "
+                    "empty it")
+
+
+def mark_owned_folder(out: Path, command: str) -> None:
+    """Create `out` if needed and claim it for `command` (a manifest without files) before writing into it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if read_manifest(out) is None:
+        write_json_atomic(out / MANIFEST, {"command": command, "files": []})
+
+
+def check_output_file(path: Path | None, option: str, owned: Callable[[Path], bool], what: str) -> bool:
+    """Whether the output file `path` exists (and may be replaced: `owned(path)` says it holds ser's `what`).
+
+    Raises:
+        UserError: it is a folder, device, FIFO or socket, or a file ser did not write (whatever the flags).
+    """
+    if path is None or not Path(path).exists():
+        return False
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory; give a file name, e.g. {path / 'out.h5'}")
+    if not path.is_file():
+        raise UserError(f"{option} {path}: exists and is not a regular file (a device, FIFO or socket); "
+                        "choose another path")
+    if not owned(path):
+        raise UserError(f"{option} {path}: exists and is not {what} written by ser; choose another name or move "
+                        "it away")
+    return True
 
 
 def _only_empty_folders(folder: Path) -> bool:

@@ -28,9 +28,10 @@ from ser_cli.config import DataConfig
 from ser_cli.data.importers import Decoded, ImportOptions, ImportPlan, Item, build_importer, decode_item
 from ser_cli.data.importers.parallel import ordered_map, worker_pool
 from ser_cli.data.schema import SPLITS
-from ser_cli.data.writer import StoreWriter, partial_path
+from ser_cli.data.writer import StoreWriter, check_data_output, partial_path
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 
 BLOCK_ROWS = 32  # rows per write (and per flush): what an interruption can lose
@@ -38,8 +39,10 @@ PENDING = "_pending_fixations"
 VOLATILE = ("created_at", "ser_version")  # provenance keys allowed to differ when resuming
 
 
-def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions) -> Path:
-    """Import the dataset at `src` in format `fmt` into `out`; returns the final path."""
+@locks_outputs("out")
+def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions, overwrite: bool = False) -> Path:
+    """Import the dataset at `src` in format `fmt` into `out`; returns the final path (`overwrite`: replace a ser
+    data file of other provenance)."""
     importer = build_importer(fmt)
     src = Path(src).expanduser().resolve()
     if not src.is_dir():
@@ -47,9 +50,10 @@ def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions)
     check_disjoint({"--out": Path(out)}, {"SRC": src})
     plan = importer.scan(src, options)
     provenance = _provenance(cfg, fmt, src, plan)
+    check_data_output(Path(out), provenance, overwrite)  # before discarding a work file for an output we refuse
     _discard_stale_partial(Path(out), provenance)
     writer = StoreWriter(out, height=cfg.height, width=cfg.width, class_names=plan.class_names,
-                         provenance=provenance, storage=cfg.storage, resume=True)
+                         provenance=provenance, storage=cfg.storage, resume=True, overwrite=overwrite)
     decode = partial(decode_item, size=(cfg.height, cfg.width), read_points=plan.read_points)
     try:
         with progress_bar() as bar, worker_pool(cfg.workers) as pool:

@@ -16,7 +16,7 @@ runs resume from the last committed batch. The result is the same bytes in all c
 
 from __future__ import annotations
 
-import glob
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,14 +31,15 @@ from torch.utils.data import DataLoader
 from ser_cli.config import PrecomputeConfig
 from ser_cli.data.dataset import SplitDataset, collate
 from ser_cli.data.maps import FROM_DATASET, MODEL, MapsFile, MapsLayout
-from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, assemble_maps_file, work_path
-from ser_cli.data.schema import SPLITS
+from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, all_work_files, assemble_maps_file, work_path
+from ser_cli.data.schema import MAPS_KIND, SPLITS, file_kind
 from ser_cli.data.store import DataFile
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
-from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_folder import check_disjoint, check_output_file
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.saliency.map_sources import METHODS, Source, build_source
 
@@ -54,6 +55,7 @@ class PrecomputeResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@locks_outputs("out", "metrics_path", option={"metrics_path": "--metrics"})
 def run(
     cfg: PrecomputeConfig,
     data: Path,
@@ -73,7 +75,7 @@ def run(
     method = method or (MODEL if model is not None else FROM_DATASET)
     _check_method(method, model)
     data_file = DataFile(data)
-    _check_out(Path(out), data_file)
+    _check_out(Path(out), data_file, metrics_path)
     info = distributed.detect()
     dev = distributed.rank_device(resolve_device(device), info)
     source = build_source(method, data_file, model, dev, cfg.precision)
@@ -94,9 +96,20 @@ def _check_method(method: str, model: Path | None) -> None:
                         else f"--method {method}: takes no --model (it does not use a predictor)")
 
 
-def _check_out(out: Path, data: DataFile) -> None:
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a directory; give a file name, e.g. {out / 'maps.h5'}")
+def _check_out(out: Path, data: DataFile, metrics_path: Path | None = None) -> None:
+    """Replace only ser's own maps file and metrics JSON (a folder, device or user's file is refused)."""
+    check_output_file(out, "--out", lambda p: file_kind(p) == MAPS_KIND, "a maps file")
+    metrics = Path(metrics_path) if metrics_path is not None else default_metrics_path(out)
+    check_output_file(metrics, "--metrics", is_metrics_file, "a metrics file of `ser precompute`")
+
+
+def is_metrics_file(path: Path) -> bool:
+    """Whether `path` reads as the metrics JSON `ser precompute` writes (a flat object with `n_maps`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"n_maps", "maps_per_second"} <= data.keys()
 
 
 def _run_ranks(
@@ -134,14 +147,9 @@ def _run_ranks(
         return None
     shards = [work_path(out, r, info.world_size) for r in range(info.world_size)]
     assemble_maps_file(out, layout, plan, shards, {"data_fingerprint": data.fingerprint, **source.attrs})
-    for stale in {*shards, *_work_files(out)}:  # also those of an interrupted run with another process count
+    for stale in {*shards, *all_work_files(out)}:  # also those of an interrupted run with another process count
         stale.unlink(missing_ok=True)
     return _write_metrics(out, data, metrics_path, computed, seconds)
-
-
-def _work_files(out: Path) -> list[Path]:
-    """Every work file of `out`, whatever the number of processes that wrote it."""
-    return [work_path(out), *out.parent.glob(f"{glob.escape(out.name)}.rank*of*.partial")]
 
 
 def _compute_share(

@@ -31,6 +31,7 @@ from ser_cli.plots.overlay import heat_overlay
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, stderr_console
 
 COMMAND = "ser predict"
@@ -57,6 +58,7 @@ class PredictResult:
                 "skipped_images": self.skipped}
 
 
+@locks_outputs("out", "h5")
 def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size: str | None = None,
         batch_size: int = 16, device: str = "auto", overwrite: bool = False) -> PredictResult:
     """Predict, write `out/NAME.png`, `out/NAME_overlay.png` and optionally `h5`; see the module docstring."""

@@ -40,6 +40,7 @@ from ser_cli.config import SaliencyConfig
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.saliency import cc
+from ser_cli.models.checkpoint import KIND as SALIENCY_KIND
 from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
@@ -51,7 +52,8 @@ from ser_cli.runtime.checkpoint import load_checkpoint, load_resumable, remove_c
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
-from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, mark_owned_folder
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, set_quiet
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
 from ser_cli.runtime.seeding import derive_seed, seed_everything
@@ -69,6 +71,8 @@ from ser_cli.saliency.saliency_trainer import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+COMMAND = "ser pretrain-saliency"
+OUTPUTS = ("model.pt", "metrics.json", "predictions.png", "train_log.csv")  # besides checkpoint.pt*
 RESUME_KEYS = ("trainer", "rng", "elapsed")  # besides "identity"
 METRICS = ("kld", "cc", "sim", "nss", "auc_judd")
 GRID_IMAGES = 6
@@ -92,6 +96,7 @@ class PretrainResult:
     files: list[Path]
 
 
+@locks_outputs("out")
 def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto",
         restart: bool = False) -> PretrainResult | None:
     """Train (or resume), evaluate against the centre bias and write the outputs to `out`. None on ranks > 0."""
@@ -103,6 +108,7 @@ def run(cfg: SaliencyConfig, data: Path, out: Path, device_name: str = "auto",
     info = _check_data(data, cfg)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
+    check_owned_folder(out, COMMAND, _legacy_folder)  # --overwrite or not, never into a folder of user files
     if not rank.is_main:
         set_quiet(True)  # rank 0 shows progress and status lines
     distributed.init(device)
@@ -126,12 +132,27 @@ def _run_rank(cfg: SaliencyConfig, data: Path, out: Path, device: torch.device, 
     val_share = val_rows[distributed.rank_positions(len(val_rows), cfg.batch_size, rank)]  # whole batches
     val_loader = make_loader(dataset, val_share, cfg.batch_size, cfg.workers)
     if rank.is_main:
-        out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
+        mark_owned_folder(out, COMMAND)  # only now: a refused run leaves no empty folder behind
     try:
         _train(trainer, val_loader, out, identity, clock)
         return _finish(trainer, info, val_loader, val_rows, out, clock)
     finally:
         dataset.close()
+
+
+def _legacy_folder(out: Path) -> bool:
+    """A folder this command wrote before folders carried a manifest: only its file names, and its own `model.pt`
+    or an interrupted run's checkpoint."""
+    names = [p.name for p in out.rglob("*") if not p.is_dir()]
+    if not all(name in OUTPUTS or name.startswith(CHECKPOINT) for name in names):
+        return False
+    if CHECKPOINT in names:
+        return True
+    try:
+        payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable or missing: not a model of ours
+        return False
+    return isinstance(payload, dict) and payload.get("kind") == SALIENCY_KIND
 
 
 def params_dump(cfg: SaliencyConfig, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:

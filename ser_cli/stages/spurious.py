@@ -22,21 +22,24 @@ from ser_cli.data.synth import brighten
 from ser_cli.data.writer import StoreWriter
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import progress_bar
 
 BLOCK = 64
 TRANSFORM = "train images of class c brightened by 5(c+1)/255 (clipped); test split unchanged"
 
 
-def run(src: Path, out: Path) -> Path:
-    """Write the spurious copy of `src` to `out`; returns its path."""
+@locks_outputs("out")
+def run(src: Path, out: Path, overwrite: bool = False) -> Path:
+    """Write the spurious copy of `src` to `out`; returns its path (`overwrite`: replace a ser data file of other
+    provenance)."""
     check_disjoint({"--out": Path(out)}, {"IN": Path(src)})
     data = DataFile(src)
     _check(data, Path(out))
     provenance = {"generator": "spurious", "spurious": True, "transform": TRANSFORM, "source": str(data.path),
                   "source_fingerprint": data.fingerprint, "source_provenance": data.provenance}
     writer = StoreWriter(Path(out), height=data.height, width=data.width, class_names=data.class_names,
-                         provenance=provenance, storage=data.storage)
+                         provenance=provenance, storage=data.storage, overwrite=overwrite)
     try:
         with h5py.File(data.path, "r", locking=False) as h5, progress_bar() as bar:
             for split in SPLITS:

@@ -18,19 +18,21 @@ from ser_cli.config import SynthConfig
 from ser_cli.data.schema import SPLITS
 from ser_cli.data.synth import SynthSal, split_labels
 from ser_cli.data.writer import StoreWriter
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import progress_bar
 
 BLOCK = 64
 
 
-def run(cfg: SynthConfig, out: Path) -> Path:
-    """Generate the file at `out`; returns its path."""
+@locks_outputs("out")
+def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
+    """Generate the file at `out`; returns its path (`overwrite`: replace a ser data file of other settings)."""
     gen = SynthSal(cfg)
     provenance = {"generator": "synthsal", "params": cfg.model_dump(mode="json")}
     if "SOURCE_DATE_EPOCH" in os.environ:
         provenance["created_at_epoch"] = int(os.environ["SOURCE_DATE_EPOCH"])
     writer = StoreWriter(out, height=cfg.height, width=cfg.width, class_names=[c.name for c in gen.classes],
-                         provenance=provenance)
+                         provenance=provenance, overwrite=overwrite)
     try:
         with progress_bar() as bar:
             for split in SPLITS:
