@@ -140,6 +140,10 @@ class TrainConfig(TrainFields):
         "fresh; torchvision backbones only (resnet50, mobilenet_v2, efficientnet_b0). null: train.classifier_init "
         "decides.")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")
+    allow_self_targets: bool = Field(
+        False, description="Let SER train against maps made by train.saliency_checkpoint itself (refused by default: "
+        "the branch already predicts its own maps, so its saliency loss teaches nothing; the paper's targets come "
+        "from an oracle unrelated to S).")
 
     @model_validator(mode="after")
     def _one_classifier_start(self) -> TrainConfig:

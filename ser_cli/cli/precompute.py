@@ -17,7 +17,10 @@ def precompute(
     data: Annotated[Path, typer.Option("--data", help="Data file whose train and test images get maps.")],
     out: Annotated[Path, typer.Option("--out", help="Maps file to write, e.g. data/maps.h5.")],
     model: Annotated[
-        Path | None, typer.Option("--model", help="Saliency checkpoint (model.pt of ser pretrain-saliency).")
+        Path | None, typer.Option("--model", help="The oracle that makes SER's targets: a saliency checkpoint "
+                                    "(model.pt of ser pretrain-saliency, NOT the one SER's branch starts from) or "
+                                    "your own model exported as TorchScript (normalised RGB batch in, one non-negative "
+                                    "map per image out).")
     ] = None,
     from_dataset: Annotated[
         bool, typer.Option("--from-dataset", metavar="",

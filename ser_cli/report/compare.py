@@ -52,12 +52,26 @@ class EvalRecord:
         # the settings, the data, the maps and the weights it started from: runs of an untrained and of a
         # pretrained saliency network share every setting but are different configurations
         return (str(self.info["config_hash"]), str(self.info["data"]["fingerprint"]), maps_method(self.info),
-                *(str(self.info.get(key) or "") for key in START_WEIGHTS))
+                *(str(self.info.get(key) or "") for key in START_WEIGHTS), targets_key(self.info))
 
 
 def maps_method(info: dict[str, Any]) -> str:
     """What made the maps an evaluation used (`run.json`'s `maps_method`); `model` when not recorded."""
     return str(info.get("maps_method") or "model")
+
+
+def targets_key(info: dict[str, Any]) -> str:
+    """What made a SER run's training targets, as a grouping key ('' for plain runs and unrecorded ones)."""
+    targets = info.get("train_targets") or {}
+    return f"{targets.get('method')}:{targets.get('model_sha256')}:{targets.get('self_made')}" if targets else ""
+
+
+def targets_label(info: dict[str, Any]) -> str:
+    """The training target source in a few characters: `from-dataset`, `model 1a2b3c4`, `self (model ...)`; `-`
+    for plain runs, `unrecorded` for SER runs trained before it was recorded."""
+    if not info.get("ser"):
+        return "-"
+    return str((info.get("train_targets") or {}).get("label") or "unrecorded")
 
 
 def load_eval(path: Path) -> EvalRecord:
@@ -269,6 +283,7 @@ def _group_summary(g: Group) -> dict[str, Any]:
         "ser": info.get("ser"),
         "data_fingerprint": info["data"]["fingerprint"],
         "maps_method": maps_method(info),
+        "targets": targets_label(info),
         "spurious": g.spurious,
         "n_runs": len(g.records),
         "seeds": [r.info.get("seed") for r in g.records],

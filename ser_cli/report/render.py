@@ -21,8 +21,9 @@ from rich.text import Text
 
 from ser_cli.metrics.robustness import ATTACKS
 from ser_cli.plots.continual import RunCurves
-from ser_cli.report.compare import Group, Stat, maps_method
+from ser_cli.report.compare import Group, Stat, maps_method, targets_label
 from ser_cli.report.pairs import Pair, format_diff
+from ser_cli.report.provenance_checks import run_code, run_threads
 
 FIXED_COLUMNS = {
     "class_il_final_avg_acc": "class-IL acc",
@@ -34,6 +35,7 @@ TAIL_COLUMNS = {"saliency_cc": "saliency CC", "attention_on_object": "Grad-CAM o
                 "attention_saliency_cc": "Grad-CAM CC", "test_images_per_second": "test img/s"}
 DROP_COLUMN = "spurious drop"
 MAPS_COLUMN = "maps"
+TARGETS_COLUMN = "targets"
 REFERENCE_EPS = "2"
 
 
@@ -65,6 +67,11 @@ def format_stat(stat: Stat | None, key: str) -> str:
     return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
 
 
+def shows_targets(groups: list[Group]) -> bool:
+    """The `targets` column (what made SER's training targets) is shown when some SER group recorded them."""
+    return any(g.info.get("ser") and g.info.get("train_targets") for g in groups)
+
+
 def shows_maps(groups: list[Group]) -> bool:
     """The `maps` column is shown when some group's maps were not made by a predictor."""
     return any(maps_method(g.info) != "model" for g in groups)
@@ -73,24 +80,27 @@ def shows_maps(groups: list[Group]) -> bool:
 def table_rows(groups: list[Group], columns: dict[str, str]) -> list[list[str]]:
     """Cells of the headline table: group, runs, maps method (see `shows_maps`), one per column, spurious drop."""
     rows = []
-    maps = shows_maps(groups)
+    maps, targets = shows_maps(groups), shows_targets(groups)
     for g in groups:
         drop = g.spurious_drop.get("class_il_final_avg_acc")
         drop_cell = "-" if drop is None or not math.isfinite(drop) else f"{drop:+.2f}"
-        rows.append([g.label, str(len(g.records)), *([maps_method(g.info)] if maps else []),
+        rows.append([g.label, str(len(g.records)), *([targets_label(g.info)] if targets else []),
+                     *([maps_method(g.info)] if maps else []),
                      *(format_stat(g.stats.get(k), k) for k in columns), drop_cell])
     return rows
 
 
-def header(columns: dict[str, str], maps: bool = False) -> list[str]:
-    return ["run", "n", *([MAPS_COLUMN] if maps else []), *columns.values(), DROP_COLUMN]
+def header(columns: dict[str, str], maps: bool = False, targets: bool = False) -> list[str]:
+    return ["run", "n", *([TARGETS_COLUMN] if targets else []), *([MAPS_COLUMN] if maps else []),
+            *columns.values(), DROP_COLUMN]
 
 
 def rich_table(groups: list[Group], columns: dict[str, str]) -> Table:
     """The headline as a Rich table (for stdout)."""
     table = Table(title="ser compare (mean ± std over seeds; spurious drop = clean - spurious class-IL acc)")
-    for i, name in enumerate(header(columns, shows_maps(groups))):
-        if name == MAPS_COLUMN:  # a method's name stays whole; the number columns wrap their titles instead
+    for i, name in enumerate(header(columns, shows_maps(groups), shows_targets(groups))):
+        # a method's name stays whole; the number columns wrap their titles instead
+        if name in (MAPS_COLUMN, TARGETS_COLUMN):
             table.add_column(name, justify="left", no_wrap=True)
         else:
             table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
@@ -151,13 +161,16 @@ def report_markdown(groups: list[Group], columns: dict[str, str], images: list[P
              "Mean ± sample standard deviation over the runs of a group (one configuration on one dataset). "
              "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
              "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",
-             markdown_table(header(columns, shows_maps(groups)), table_rows(groups, columns)), "",
+             markdown_table(header(columns, shows_maps(groups), shows_targets(groups)),
+                            table_rows(groups, columns)), "",
              *pairs_markdown(pairs or []),
              "## Runs", ""]
     for g in groups:
         seeds = ", ".join(str(r.info.get("seed")) for r in g.records)
         parts.append(f"- **{g.label}**: config `{g.info['config_hash'][:12]}`, data "
-                     f"`{g.info['data']['fingerprint'][:12]}`, maps {maps_method(g.info)}, seeds {seeds}; "
+                     f"`{g.info['data']['fingerprint'][:12]}`, maps {maps_method(g.info)}, SER targets "
+                     f"{targets_label(g.info)}, trained by code {', '.join(sorted({run_code(r) for r in g.records}))}"
+                     f" on {', '.join(sorted({run_threads(r) for r in g.records}))}, seeds {seeds}; "
                      + ", ".join(f"`{r.path}`" for r in g.records)
                      + (f"; clean partner: {g.clean_partner}" if g.clean_partner else ""))
     parts += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})\n" for p in images]

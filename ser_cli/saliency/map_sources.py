@@ -1,11 +1,12 @@
-"""Where `ser precompute` gets its maps: a saliency checkpoint, the data file's own maps, or a classical method.
+"""Where `ser precompute` gets its maps: a saliency checkpoint, a TorchScript oracle, the data's maps, a classical map.
 
 Each source is a callable taking a batch of uint8 images (B, 3, H, W) and the data file's own maps (B, H, W) to
 uint8 maps (B, H, W) with each map's maximum at 255 (the maps-file format, `ser_cli.data.maps.quantize_maps`), with
 an `identity` (what a resumed work file must have been made from) and the provenance `attrs` the maps file records
-(`method`, `model_sha256` or `method_settings`). `METHODS` names them as `--method` accepts them and `build_source`
-makes one by name. Kept apart from the stage, which only decides which rows each process computes and where the maps
-go.
+(`method`, `model_sha256` or `method_settings`). A `--model` file that is TorchScript is a user's own oracle
+(`ser_cli.saliency.torchscript_oracle`), recorded as method `torchscript`. `METHODS` names them as `--method`
+accepts them and `build_source` makes one by name. Kept apart from the stage, which only decides which rows each
+process computes and where the maps go.
 """
 
 from __future__ import annotations
@@ -48,6 +49,31 @@ class ModelSource:
         return quantize_maps(pred)
 
 
+class TorchScriptSource:
+    """Maps of a user's TorchScript oracle (contract: `ser_cli.saliency.torchscript_oracle`), recorded as its sha256."""
+
+    def __init__(self, model: Path, device: torch.device, precision: str) -> None:
+        from ser_cli.models.normalize import Normalizer
+        from ser_cli.runtime.hashing import file_sha256
+        from ser_cli.saliency.torchscript_oracle import TORCHSCRIPT, load_oracle
+
+        self.path, self.module = model, load_oracle(model, device)
+        self.identity = file_sha256(model)
+        self.attrs = {"method": TORCHSCRIPT, "model_sha256": self.identity}
+        self.device, self.precision = device, precision
+        self.normalize = Normalizer(device)
+
+    @torch.inference_mode()
+    def __call__(self, images: Tensor, maps: Tensor) -> Tensor:
+        """uint8 images (B, 3, H, W) -> uint8 maps (B, H, W); `maps` (the data's own) is not used."""
+        from ser_cli.saliency.torchscript_oracle import oracle_maps
+
+        x = self.normalize(images)  # (B, 3, H, W) float
+        with autocast(self.precision, self.device):
+            pred = oracle_maps(self.module, x, self.path)  # (B, H, W) float, >= 0
+        return quantize_maps(pred)
+
+
 class DatasetSource:
     """The data file's own maps (as `SplitDataset` reads them, sum 1), requantised to the maps-file format."""
 
@@ -76,12 +102,15 @@ class ClassicalSource:
         return quantize_maps(self.method(images.cpu()))
 
 
-Source = ModelSource | DatasetSource | ClassicalSource
+Source = ModelSource | TorchScriptSource | DatasetSource | ClassicalSource
 METHODS = (MODEL, FROM_DATASET, *CLASSICAL.names())
 
 
 def build_source(method: str, data: DataFile, model: Path | None, dev: torch.device, precision: str) -> Source:
     """The source of `method` (one of `METHODS`); `model` is the predictor's checkpoint for `method="model"`."""
     if method == MODEL:
-        return ModelSource(Path(model), dev, precision)
+        from ser_cli.saliency.torchscript_oracle import is_torchscript
+
+        path = Path(model)
+        return TorchScriptSource(path, dev, precision) if is_torchscript(path) else ModelSource(path, dev, precision)
     return DatasetSource(data) if method == FROM_DATASET else ClassicalSource(method)

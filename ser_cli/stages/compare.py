@@ -24,12 +24,14 @@ from rich.table import Table
 from ser_cli.plots.continual import plot_runs_accuracy, plot_runs_robustness
 from ser_cli.report.compare import Group, group_evals, load_eval, summary
 from ser_cli.report.pairs import pair_groups, pairs_summary
+from ser_cli.report.provenance_checks import group_provenance, mixing_warnings
 from ser_cli.report.render import group_curves, headline_columns, pairs_table, report_markdown, rich_table
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.progress import log
+from ser_cli.runtime.provenance import code_version, machine_facts
 
 
 @dataclass
@@ -53,6 +55,10 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     table = rich_table(groups, columns)
     pairs = pair_groups(groups)
     result["pairs"] = pairs_summary(pairs)
+    result["warnings"] += mixing_warnings(groups, pairs)
+    for group, summarised in zip(groups, result["groups"], strict=True):
+        summarised["provenance"] = group_provenance(group)
+    result["compared_by"] = {"code": code_version(), "machine": machine_facts()}
     for warning in result["warnings"]:
         log(f"[yellow]warning:[/yellow] {warning}")
     if state == "complete":

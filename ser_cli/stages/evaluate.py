@@ -66,10 +66,12 @@ from ser_cli.metrics.robustness import (
 from ser_cli.plots.evaluation import overlay_of, write_figures, write_gradcam, write_tables
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
+from ser_cli.runtime.device import host_facts
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.progress import log, progress_bar, set_quiet
+from ser_cli.runtime.provenance import code_version, machine_facts
 
 
 @dataclass
@@ -202,7 +204,7 @@ def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: Da
     write_figures(tmp, R, curves, robustness, overlay_of(model, scope, loader, cfg.seed))
     write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
     write_json_atomic(tmp / "metrics.json", metrics)
-    write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source))
+    write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source, loader))
     return metrics
 
 
@@ -241,7 +243,7 @@ def _robustness(model: EvaluableRun, scope: EvalScope, loader: TestLoader, cfg: 
 
 
 def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope: EvalScope, cfg: EvaluateConfig,
-              source: dict[str, Any] | None) -> dict[str, Any]:
+              source: dict[str, Any] | None, loader: TestLoader) -> dict[str, Any]:
     settings = model.settings
     return {
         "config_hash": model.config_hash,
@@ -258,5 +260,8 @@ def _identity(model: EvaluableRun, data: DataFile, maps_path: Path | None, scope
         "tasks_evaluated": scope.n_tasks,
         "class_il_logits": cfg.class_il_logits,
         "evaluate": cfg.model_dump(mode="json"),
+        "code": code_version(),
+        "machine": machine_facts(),
+        "host": host_facts(loader.device),
         **(source or {}),
     }

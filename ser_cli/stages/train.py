@@ -42,7 +42,9 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint
 from ser_cli.runtime.progress import log, progress_bar
+from ser_cli.runtime.provenance import code_version, machine_facts
 from ser_cli.saliency.encoder_init import backbone_weights, classification_weights
+from ser_cli.saliency.targets import check_not_self_made, start_cc, target_source
 
 CHECKPOINT = "checkpoint.pt"
 DIAGNOSTIC = "mod_"  # modulation diagnostics in the log (`Learner.pop_diagnostics`), summarised in metrics.json
@@ -66,12 +68,17 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     data_file = DataFile(data)
     maps_file = _check_maps(maps, data_file, settings)
     saliency_net, saliency_sha = _saliency_net(params, settings)
+    targets = _targets(params, settings, maps_file, saliency_sha)
     init_weights, init_sha = _classifier_weights(params, settings, saliency_net)
     identity = RunIdentity(config_hash(settings), settings.seed, data_file.fingerprint,
                            maps_file.identity() if maps_file else None, saliency_sha, init_sha)
     if check_run_folder(out, identity, start) == "complete":
         log(f"{out}: already complete for these inputs and settings, nothing to do")
         return json.loads((out / "metrics.json").read_text())
+    if targets is not None:
+        targets["start_cc"] = round(start_cc(saliency_net, data_file, maps, dev), 6)
+        log(f"SER targets: {targets['label']} ({targets['kind']}); the branch's CC against them before training: "
+            f"{targets['start_cc']:.3f}")
     scenario = ClassIncrementalScenario(data, maps, settings.n_tasks, settings.classes_per_task,
                                         settings.batch_size, settings.seed, workers=params.train.workers)
     log_rows: list[dict[str, Any]] = []
@@ -97,7 +104,8 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                   "maps_model_sha256": maps_file.model_sha256 if maps_file else None,
                   "maps_method": maps_file.method if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha, "init_checkpoint_sha256": init_sha,
-                  "host": host_facts(dev)}
+                  "targets": targets, "host": host_facts(dev), "code": code_version(),
+                  "machine": machine_facts()}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
     _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
@@ -113,6 +121,17 @@ def _check_maps(maps: Path | None, data_file: DataFile, settings: TrainSettings)
     maps_file = MapsFile(maps)
     maps_file.check_matches(data_file)
     return maps_file
+
+
+def _targets(params: Params, settings: TrainSettings, maps_file: MapsFile | None,
+             saliency_sha: str | None) -> dict[str, Any] | None:
+    """SER's target source (None without SER), refused when made by the branch's own starting weights."""
+    if not settings.ser:
+        return None
+    source = target_source(maps_file, saliency_sha)
+    check_not_self_made(source, maps_file.path if maps_file else None, params.train.saliency_checkpoint,
+                        params.train.allow_self_targets)
+    return {**source.to_dict(), "label": source.label()}
 
 
 def _classifier_weights(params: Params, settings: TrainSettings,
