@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,7 @@ from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import MANIFEST, OutputFolder, check_disjoint
+from ser_cli.runtime.output_lock import lock_path, output_lock
 from tests.conftest import make_synth
 
 runner = CliRunner()
@@ -214,3 +221,248 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path: 
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "complete" and not list(target.parent.glob("*.partial"))
+
+
+# ------------------------------------------------------------------ issue 30: ownership, manifests, one writer
+# One case per class and command. Each checks the exit code, the one stderr line and that the victim (a user's
+# file, or a file outside the output) keeps its bytes.
+
+USER_BYTES = b"a user's own file, not written by ser\n"
+
+
+def _victim(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(USER_BYTES)
+    return path
+
+
+def _src_folder(root: Path) -> Path:
+    """An imagefolder source of two classes with one tiny image each."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        for split in ("train", "test"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (40 if cls == "a" else 200, 0, 0)).save(root / split / cls / "0.png")
+    return root
+
+
+def _command(name: str, work: dict[str, Path], out: Path, tmp_path: Path) -> list[str]:
+    """The argument list of each writing command, writing `out` (its --out; for `precompute-metrics`, --metrics)."""
+    data, root = str(work["data"]), work["root"]
+    src = str(_src_folder(tmp_path / "src")) if name == "import" else ""
+    return {
+        "train": ["train", "--data", data, "--out", str(out), "--device", "cpu", "--method", "er", *TINY],
+        "pretrain-saliency": ["pretrain-saliency", "--data", data, "--out", str(out), "--device", "cpu",
+                              "--set", "saliency.epochs=1"],
+        "evaluate": ["evaluate", "--run", str(work["run"]), "--data", data, "--out", str(out), "--device", "cpu",
+                     *FAST_EVAL],
+        "compare": ["compare", str(work["eval"]), "--out", str(out)],
+        "synth": ["data", "synth", "--out", str(out), "--set", "data.synth.height=32", "--set", "data.synth.width=48",
+                  "--set", "data.synth.n_classes=4", "--set", "data.synth.train_per_class=2",
+                  "--set", "data.synth.test_per_class=1"],
+        "import": ["data", "import", "imagefolder", src, "--out", str(out), "--set", "data.height=16",
+                   "--set", "data.width=16", "--set", "data.workers=0"],
+        "spurious": ["data", "spurious", data, "--out", str(out)],
+        "precompute": ["precompute", "--from-dataset", "--data", data, "--out", str(out)],
+        "precompute-metrics": ["precompute", "--from-dataset", "--data", data, "--out", str(root / "unused.h5"),
+                               "--metrics", str(out)],
+    }[name]
+
+
+FILE_COMMANDS = ("synth", "import", "spurious", "precompute", "precompute-metrics")
+FOLDER_COMMANDS = ("train", "pretrain-saliency", "evaluate", "compare")
+
+
+@pytest.mark.parametrize("name", FILE_COMMANDS)
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_users_file_is_never_an_output(name: str, flags: list[str], work: dict[str, Path], tmp_path: Path) -> None:
+    if flags and name.startswith("precompute"):
+        pytest.skip("precompute has no --overwrite")
+    victim = _victim(tmp_path / "notes.txt")
+    result = runner.invoke(app, [*_command(name, work, victim, tmp_path), *flags])
+    assert result.exit_code == 2, result.output
+    assert "written by ser" in _one_line(result)
+    assert victim.read_bytes() == USER_BYTES
+    assert not (work["root"] / "unused.h5").exists()
+
+
+@pytest.mark.parametrize("name", FOLDER_COMMANDS)
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_folder_of_user_files_is_never_an_output(name: str, flags: list[str], work: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    if flags and name == "pretrain-saliency":
+        pytest.skip("pretrain-saliency has no --overwrite")
+    out = tmp_path / "home"
+    for user_file in ("model.pt", "params.yaml", "metrics.json"):
+        _victim(out / user_file)
+    before = _tree_digest(out)
+    result = runner.invoke(app, [*_command(name, work, out, tmp_path), *flags])
+    assert result.exit_code == 2, result.output
+    assert "did not write" in _one_line(result)
+    assert _tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no staging folder, no lock file left
+
+
+@pytest.mark.parametrize("name", (*FILE_COMMANDS, *FOLDER_COMMANDS))
+@pytest.mark.parametrize("special", ["fifo", "/dev/null"])
+def test_devices_and_fifos_are_never_outputs(name: str, special: str, work: dict[str, Path], tmp_path: Path) -> None:
+    if special == "fifo":
+        out = tmp_path / "pipe"
+        os.mkfifo(out)
+    else:
+        out = Path(os.devnull)
+    result = runner.invoke(app, _command(name, work, out, tmp_path))
+    assert result.exit_code == 2, result.output
+    line = _one_line(result)
+    assert "not a regular file" in line or "not a folder" in line or "not a directory" in line, line
+    assert stat.S_ISFIFO(os.stat(out).st_mode) if special == "fifo" else stat.S_ISCHR(os.stat(out).st_mode)
+
+
+@pytest.mark.parametrize("args", [["data", "info", "{fifo}"],
+                                  ["train", "--data", "{fifo}", "--out", "{tmp}/r", "--device", "cpu", *TINY],
+                                  ["precompute", "--from-dataset", "--data", "{fifo}", "--out", "{tmp}/m.h5"],
+                                  ["evaluate", "--run", "{run}", "--data", "{fifo}", "--out", "{tmp}/e"]],
+                         ids=["info", "train", "precompute", "evaluate"])
+def test_a_fifo_as_input_is_refused_not_waited_on(args: list[str], work: dict[str, Path], tmp_path: Path) -> None:
+    fifo = tmp_path / "data.h5"
+    os.mkfifo(fifo)
+    filled = [a.format(fifo=fifo, tmp=tmp_path, run=work["run"]) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 2, result.output
+    assert "not a regular file" in _one_line(result)
+
+
+def test_synth_replaces_its_own_file_only_of_the_same_settings_or_with_overwrite(work: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "p.h5"
+    base = _command("synth", work, out, tmp_path)
+    assert runner.invoke(app, ["-q", *base]).exit_code == 0
+    first = out.read_bytes()
+    assert runner.invoke(app, ["-q", *base]).exit_code == 0 and out.read_bytes() == first  # same settings
+    other = runner.invoke(app, [*base, "--set", "data.synth.seed=7"])
+    assert other.exit_code == 2 and "--overwrite" in _one_line(other)
+    assert out.read_bytes() == first
+    replaced = runner.invoke(app, ["-q", *base, "--set", "data.synth.seed=7", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_bytes() != first
+
+
+@pytest.mark.parametrize("name", ["synth", "import", "precompute"])
+def test_a_users_partial_file_is_never_touched(name: str, work: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "x.h5"
+    users = [_victim(Path(f"{out}.partial")), _victim(Path(f"{out}.rank0of2.partial"))]
+    result = runner.invoke(app, ["-q", *_command(name, work, out, tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert all(p.read_bytes() == USER_BYTES for p in users)
+    assert not [p for p in tmp_path.iterdir() if ".ser-work" in p.name or p.name.endswith(".ser-lock")]
+
+
+def test_atomic_writes_never_touch_a_users_partial_file(tmp_path: Path) -> None:
+    model = tmp_path / "s" / "model.pt"
+    user = _victim(Path(f"{model}.partial"))
+    save_saliency_checkpoint(model, SaliencyNet("resnet18_reduced"), "x", {})
+    assert user.read_bytes() == USER_BYTES and model.is_file()
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.pt", "model.pt.partial"]
+
+
+def test_train_into_an_old_run_folder_without_manifest_still_works(work: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(work["run"], run)
+    (run / MANIFEST).unlink()  # a run folder written before run folders carried a manifest
+    result = runner.invoke(app, _command("train", work, run, tmp_path))
+    assert result.exit_code == 0 and "nothing to do" in result.stderr
+
+
+# --- manifests are data: entries outside the folder are refused and nothing is deleted
+
+
+def _crafted_manifest(out: Path, tmp_path: Path, how: str) -> Path:
+    """Add an entry naming a victim file outside `out` to `out`'s manifest; returns the victim."""
+    victim = _victim(tmp_path / "outside" / "victim.txt")
+    entry = {"absolute": str(victim), "dotdot": os.path.relpath(victim, out)}.get(how)
+    if how == "symlink":
+        (out / "link").symlink_to(victim.parent, target_is_directory=True)
+        entry = "link/victim.txt"
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"].append(entry)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    return victim
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_evaluate_never_deletes_what_a_crafted_manifest_lists(how: str, work: dict[str, Path], tmp_path: Path) -> None:
+    ev = tmp_path / "EV"
+    shutil.copytree(work["eval"], ev)
+    victim = _crafted_manifest(ev, tmp_path, how)
+    before = _tree_digest(ev)
+    result = runner.invoke(app, [*_command("evaluate", work, ev, tmp_path), "--set", "evaluate.attacks=[fgsm]",
+                                 "--overwrite"])
+    assert result.exit_code == 2, result.output
+    assert "lies outside" in _one_line(result)
+    assert victim.read_bytes() == USER_BYTES and _tree_digest(ev) == before
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_compare_never_deletes_what_a_crafted_manifest_lists(how: str, work: dict[str, Path], tmp_path: Path) -> None:
+    report = tmp_path / "REPORT"
+    assert runner.invoke(app, ["-q", "compare", str(work["eval"]), "--out", str(report)]).exit_code == 0
+    victim = _crafted_manifest(report, tmp_path, how)
+    before = _tree_digest(report)
+    second = tmp_path / "EV2"
+    shutil.copytree(work["eval"], second)
+    result = runner.invoke(app, ["compare", str(work["eval"]), str(second), "--out", str(report), "--overwrite"])
+    assert result.exit_code == 2, result.output
+    assert "lies outside" in _one_line(result)
+    assert victim.read_bytes() == USER_BYTES and _tree_digest(report) == before
+
+
+def test_manifest_entries_are_checked_before_anything_is_moved(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    folder = OutputFolder(out, "ser test", "id-1")
+    (folder.start() / "a.txt").write_text("1")
+    folder.commit()
+    victim = _victim(tmp_path / "victim.txt")
+    (out / MANIFEST).write_text(json.dumps({"command": "ser test", "identity": "id-1", "files": ["../victim.txt"]}))
+    with pytest.raises(UserError, match="lies outside"):
+        OutputFolder(out, "ser test", "id-2", overwrite=True).state()
+    again = OutputFolder(out, "ser test", "id-2", overwrite=True)
+    (again.start() / "b.txt").write_text("2")
+    with pytest.raises(UserError, match="lies outside"):
+        again.commit()
+    assert victim.read_bytes() == USER_BYTES and (out / "a.txt").read_text() == "1"
+
+
+# --- one writer per output: a second writer exits 2 naming the holder
+
+
+@pytest.mark.parametrize("name", (*FILE_COMMANDS, *FOLDER_COMMANDS))
+def test_a_second_writer_is_refused_naming_the_holder(name: str, work: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / ("out.json" if name == "precompute-metrics" else "out")
+    option = "--metrics" if name == "precompute-metrics" else "--out"
+    with output_lock(out):  # the first writer, as far as the command can tell (flock is per open file)
+        result = runner.invoke(app, _command(name, work, out, tmp_path))
+    assert result.exit_code == 2, result.output
+    line = _one_line(result)
+    assert f"{option} {out}" in line and f"pid {os.getpid()}" in line, line
+    assert not out.exists() and not Path(f"{out}.partial").exists()
+    assert runner.invoke(app, ["-q", *_command(name, work, out, tmp_path)]).exit_code == 0  # lock released
+
+
+def test_the_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
+    out = tmp_path / "p.h5"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from ser_cli.runtime.output_lock import output_lock\n"
+                               "with output_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"pid {holder.pid}"), output_lock(out):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock_path(out).exists()  # kill -9 left the file behind, but the kernel freed its lock
+    with output_lock(out):
+        assert lock_path(out).read_text().strip() == str(os.getpid())
+    assert not lock_path(out).exists()

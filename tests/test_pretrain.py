@@ -66,8 +66,8 @@ def trained(tiny_synth_pretrain: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_outputs_have_the_contract_keys_and_finite_numbers(trained: Path) -> None:
-    assert sorted(p.name for p in trained.iterdir()) == ["metrics.json", "model.pt", "predictions.png",
-                                                         "train_log.csv"]  # checkpoint.pt removed when done
+    assert sorted(p.name for p in trained.iterdir()) == [".ser-output.json", "metrics.json", "model.pt",
+                                                         "predictions.png", "train_log.csv"]  # no checkpoint.pt
     metrics = json.loads((trained / "metrics.json").read_text())
     expected = METRIC_KEYS | {f"center_bias_{k}" for k in METRIC_KEYS} | {"train_seconds", "epochs",
                                                                           "train_images", "val_images"}

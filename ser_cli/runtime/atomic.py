@@ -4,9 +4,11 @@
 path, renames it over the destination when the block succeeds (POSIX `rename` is atomic), optionally fsyncs first
 (checkpoints: a crash right after must leave a complete file), and removes the temporary file when the block fails.
 
-The temporary name is `NAME.<pid>-<random>.partial`, created exclusively (O_EXCL): unique to this process, so two
-writers never share it and a user's own `NAME.partial` is never overwritten or deleted. `remove_stale_temporaries`
-clears the ones a killed process (`kill -9`) left, recognised by that pattern and a pid no longer running.
+The temporary file is `NAME.partial` inside a folder `NAME.<pid>-<random>.partial/` that this call creates
+(mkdir is exclusive): unique to this process, so two writers never share it and a user's own `NAME.partial` is never
+overwritten or deleted. The file itself keeps the name `NAME.partial` because `torch.save` records the file's stem
+inside the archive: the same state gives the same bytes (and sha256) as before. `remove_stale_temporaries` clears
+the folders a killed process (`kill -9`) left, recognised by that pattern and a pid no longer running.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +39,16 @@ def atomic_path(path: Path, fsync: bool = False) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def unique_temporary(path: Path) -> Path:
-    """Create and return an empty `NAME.<pid>-<random>.partial` beside `path` that no other file had."""
+    """`NAME.partial` in a new folder `NAME.<pid>-<random>.partial/` beside `path` (see the module docstring)."""
     while True:
-        tmp = Path(f"{path}.{os.getpid()}-{secrets.token_hex(6)}.partial")
+        folder = Path(f"{path}.{os.getpid()}-{secrets.token_hex(6)}.partial")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            return tmp
+            folder.mkdir()
+            return folder / f"{Path(path).name}.partial"
         except FileExistsError:
             continue
 
@@ -55,8 +58,8 @@ def remove_stale_temporaries(path: Path) -> None:
     pattern = re.compile(rf"{re.escape(Path(path).name)}\.(\d+)-[0-9a-f]{{12}}\.partial")
     for tmp in Path(path).parent.glob(f"{glob.escape(Path(path).name)}.*.partial"):
         match = pattern.fullmatch(tmp.name)
-        if match and not _running(int(match.group(1))):
-            tmp.unlink(missing_ok=True)
+        if match and tmp.is_dir() and not _running(int(match.group(1))):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

@@ -30,6 +30,7 @@ from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log
 from ser_cli.runtime.provenance import code_version, machine_facts
 
@@ -44,6 +45,7 @@ class CompareResult:
     pairs: Table
 
 
+@locks_outputs("out")
 def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     """Load, group and report `evals` into the folder `out` (see `OutputFolder` for what an existing one gets)."""
     _check_inputs(evals, out)

@@ -70,6 +70,7 @@ from ser_cli.runtime.device import host_facts
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, set_quiet
 from ser_cli.runtime.provenance import code_version, machine_facts
 
@@ -99,6 +100,7 @@ def check_maps(maps_path: Path | None, data: DataFile) -> MapsFile | None:
     return maps
 
 
+@locks_outputs("out")
 def run(cfg: EvaluateConfig, model: EvaluableRun, data_path: Path, out: Path, maps_path: Path | None = None,
         device: torch.device | str = "cpu", source: dict[str, Any] | None = None,
         overwrite: bool = False) -> EvalResult | None:

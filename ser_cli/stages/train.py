@@ -21,7 +21,7 @@ import torch
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
 from ser_cli.continual.loop import ContinualTrainer
-from ser_cli.continual.run_identity import RunIdentity, check_run_folder
+from ser_cli.continual.run_identity import RunIdentity, check_run_folder, is_legacy_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
 from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
@@ -40,16 +40,19 @@ from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import host_facts, resolve_device
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
-from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, mark_owned_folder
+from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.runtime.provenance import code_version, machine_facts
 from ser_cli.saliency.encoder_init import backbone_weights, classification_weights
 from ser_cli.saliency.targets import check_not_self_made, start_cc, target_source
 
 CHECKPOINT = "checkpoint.pt"
+COMMAND = "ser train"
 DIAGNOSTIC = "mod_"  # modulation diagnostics in the log (`Learner.pop_diagnostics`), summarised in metrics.json
 
 
+@locks_outputs("out")
 def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = "auto",
         start: str = "resume") -> dict[str, float]:
     """Train (or resume) the run in `out`; returns the flat metrics.
@@ -63,6 +66,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     check_disjoint({"--out": out}, {"--data": data, "--maps": maps,
                                     "train.saliency_checkpoint": params.train.saliency_checkpoint,
                                     "train.backbone_weights": params.train.backbone_weights})
+    check_owned_folder(out, COMMAND, is_legacy_run_folder)  # --overwrite replaces runs, never a user's files
     dev = resolve_device(device)
     settings = params.train.settings(params.evaluate.class_il_logits)
     data_file = DataFile(data)
@@ -88,7 +92,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                                                                          identity),
                                classifier_weights=init_weights)
     _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
-    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
+    mark_owned_folder(out, COMMAND)  # only now: a refused run leaves no empty folder behind
     with progress_bar() as bar:
         total = sum(settings.epochs * scenario.n_batches(p.tasks) for p in trainer.phases)
         task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
