@@ -366,12 +366,19 @@ def test_atomic_writes_never_touch_a_users_partial_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in model.parent.iterdir()) == ["model.pt", "model.pt.partial"]
 
 
-def test_train_into_an_old_run_folder_without_manifest_still_works(work: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("state", ["finished", "outs removed by dvc"])
+def test_train_into_an_old_run_folder_without_manifest_still_works(state: str, work: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(work["run"], run)
     (run / MANIFEST).unlink()  # a run folder written before run folders carried a manifest
+    if state != "finished":  # what `dvc repro` leaves before rerunning the stage: its cache-less outs
+        for name in ("model.pt", "accuracy_matrix.json", "run.json", "params.yaml", "avg_accuracy.png"):
+            (run / name).unlink()
     result = runner.invoke(app, _command("train", work, run, tmp_path))
-    assert result.exit_code == 0 and "nothing to do" in result.stderr
+    assert result.exit_code == 0, result.output
+    assert ("nothing to do" in result.stderr) == (state == "finished")
+    assert (run / "model.pt").is_file()
 
 
 # --- manifests are data: entries outside the folder are refused and nothing is deleted

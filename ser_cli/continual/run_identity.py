@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import has_log_header
 
 FINISHED = ("model.pt", "run.json", "metrics.json")
 
@@ -39,7 +40,8 @@ class RunIdentity:
 
 def is_legacy_run_folder(out: Path) -> bool:
     """A run folder `ser train` wrote before run folders carried a manifest: its `run.json` holds an identity, or
-    it holds nothing but an interrupted run's `checkpoint.pt` (and files set aside from it)."""
+    it holds nothing but an interrupted run's `checkpoint.pt` (and files set aside from it), or what DVC leaves of a
+    run before rerunning it (its cache-less outs: `metrics.json` and a `train_log.csv` with train's columns)."""
     out = Path(out)
     try:
         saved = json.loads((out / "run.json").read_text())
@@ -48,7 +50,10 @@ def is_legacy_run_folder(out: Path) -> bool:
     if isinstance(saved, dict) and isinstance(saved.get("identity"), dict):
         return True
     files = [p.name for p in out.rglob("*") if not p.is_dir()]
-    return "checkpoint.pt" in files and all(name.startswith("checkpoint.pt") for name in files)
+    if "checkpoint.pt" in files and all(name.startswith("checkpoint.pt") for name in files):
+        return True
+    return set(files) <= {"metrics.json", "train_log.csv"} and has_log_header(out / "train_log.csv", "step,task,epoch,")
+
 
 
 def check_run_folder(out: Path, identity: RunIdentity, start: str) -> Literal["fresh", "complete"]:

@@ -232,5 +232,14 @@ def check_output_file(path: Path | None, option: str, owned: Callable[[Path], bo
     return True
 
 
+def has_log_header(path: Path, prefix: str) -> bool:
+    """Whether the CSV log at `path` starts with the columns a ser command writes (`prefix`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(prefix)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _only_empty_folders(folder: Path) -> bool:
     return all(p.is_dir() for p in folder.rglob("*"))

@@ -52,7 +52,7 @@ from ser_cli.runtime.checkpoint import load_checkpoint, load_resumable, remove_c
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import resolve_device
 from ser_cli.runtime.errors import UserError
-from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, mark_owned_folder
+from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, has_log_header, mark_owned_folder
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, set_quiet
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
@@ -146,7 +146,7 @@ def _legacy_folder(out: Path) -> bool:
     names = [p.name for p in out.rglob("*") if not p.is_dir()]
     if not all(name in OUTPUTS or name.startswith(CHECKPOINT) for name in names):
         return False
-    if CHECKPOINT in names:
+    if CHECKPOINT in names or has_log_header(out / "train_log.csv", ",".join(LOG_FIELDS)):  # DVC leaves the log
         return True
     try:
         payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
