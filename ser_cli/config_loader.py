@@ -76,6 +76,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
+    if not sep and "." in key and " " not in key.strip():
+        raise UserError(f"--set {key.strip()}: missing '=' between key and value (write --set {key.strip()}=VALUE)")
     if not sep or not key.strip() or "." not in key:
         raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set train.buffer_size=500")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -60,7 +61,8 @@ def _help(*args: str) -> str:
 def test_root_help_lists_commands_in_pipeline_order() -> None:
     listed = [line.split()[1] for line in _help().splitlines() if line.startswith("│ ") and len(line.split()) > 2]
     commands = [name for name in listed if not name.startswith("-")]
-    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "sweep", "predict"]
+    assert commands == ["data", "pretrain-saliency", "precompute", "train", "evaluate", "compare", "sweep", "predict",
+                        "params"]
 
 
 def test_flags_show_no_value_placeholder_and_method_help_reads_the_registry() -> None:
@@ -94,3 +96,73 @@ def test_every_command_that_writes_a_data_file_prints_its_info_with_json(tmp_pat
     assert json.loads(copied.stdout)["fingerprint"] != info["fingerprint"]
     plain = runner.invoke(app, ["-q", "data", "synth", "--out", str(tmp_path / "c.h5"), *tiny])
     assert plain.stdout.strip() == str(tmp_path / "c.h5")
+
+
+COMMANDS = (["train"], ["evaluate"], ["compare"], ["precompute"], ["pretrain-saliency"], [], ["data"],
+            ["data", "synth"], ["data", "import"], ["data", "info"], ["data", "spurious"], ["predict"], ["sweep"],
+            ["params"])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_h_is_help_and_no_python_type_is_shown(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+
+    short = CliRunner().invoke(app, [*command, "-h"], env={"COLUMNS": "200"})
+    assert short.exit_code == 0 and short.output == _help(*command)
+    for python_type in ("list[", "<str>", "Path]", "<bool>", "int range"):
+        assert python_type not in short.output, (command, python_type)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", "--bogus"], "error: ser train: No such option: --bogus (see ser train --help)"),  # not '--out'
+    (["train", "--dta", "x"], "error: ser train: No such option: --dta. Did you mean --data? (see ser train --help)"),
+    (["evaluate", "--mapz"], "error: ser evaluate: No such option: --mapz. Did you mean --maps? (see ser evaluate "
+                             "--help)"),
+])
+def test_only_close_options_are_suggested(args: list[str], expected: str, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = _entry(args, capsys, monkeypatch)
+    assert (code, err.strip()) == (2, expected)
+
+
+def test_shell_completion_is_on(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+
+    assert "--install-completion" in _help() and "--show-completion" in _help()
+    script = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="ser")
+    assert script.exit_code == 0 and "_SER_COMPLETE=complete_bash" in script.output
+    env = {"_SER_COMPLETE": "complete_bash", "COMP_WORDS": "ser train --sal", "COMP_CWORD": "2"}
+    done = subprocess.run([sys.executable, "-m", "ser_cli"], capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert done.returncode == 0 and done.stdout.split() == ["--saliency-model"], done
+
+
+def test_spurious_takes_params_and_set_like_every_command(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ser_cli.cli.app import app
+
+    assert "--params" in _help("data", "spurious") and "--set" in _help("data", "spurious")
+    tiny = ["--set", "data.synth.train_per_class=2", "--set", "data.synth.test_per_class=1", "--set",
+            "data.synth.n_classes=2", "--set", "data.synth.height=16", "--set", "data.synth.width=16"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["-q", "data", "synth", "--out", str(tmp_path / "a.h5"), *tiny]).exit_code == 0
+    bad = runner.invoke(app, ["-q", "data", "spurious", str(tmp_path / "a.h5"), "--out", str(tmp_path / "b.h5"),
+                              "--set", "data.synth.colour=red"])
+    assert bad.exit_code == 2 and "data.synth.colour: unknown key" in bad.stderr and not (tmp_path / "b.h5").exists()
+    good = runner.invoke(app, ["-q", "data", "spurious", str(tmp_path / "a.h5"), "--out", str(tmp_path / "b.h5"),
+                               "--params", str(tmp_path / "none.yaml")])
+    assert good.exit_code == 2 and "none.yaml" in good.stderr  # --params is read too
+    assert runner.invoke(app, ["-q", "data", "spurious", str(tmp_path / "a.h5"), "--out",
+                               str(tmp_path / "b.h5")]).exit_code == 0
+
+
+def test_evaluate_help_names_every_figure() -> None:
+    text = " ".join(_help("evaluate").split())
+    for figure in ("accuracy_matrix.png", "avg_accuracy.png", "robustness.png", "saliency_overlay.png",
+                   "gradcam.png"):
+        assert figure in text

@@ -10,6 +10,7 @@ from ser_cli import __version__
 from ser_cli.cli import compare as compare_cli
 from ser_cli.cli import data
 from ser_cli.cli import evaluate as evaluate_cli
+from ser_cli.cli import params as params_cli
 from ser_cli.cli import precompute as precompute_cli
 from ser_cli.cli import predict as predict_cli
 from ser_cli.cli import pretrain as pretrain_cli
@@ -26,7 +27,7 @@ app = typer.Typer(
     "evaluate accuracy, forgetting and robustness.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it from the root's context
 )
 app.add_typer(data.app, name="data")
 # Each further command module registers itself here with one line, e.g.
@@ -38,6 +39,7 @@ app.command("evaluate", cls=PlainHelpCommand)(evaluate_cli.evaluate)
 app.command("compare", cls=PlainHelpCommand)(compare_cli.compare)
 app.command("predict", cls=PlainHelpCommand)(predict_cli.predict)
 app.command("sweep", cls=PlainHelpCommand)(sweep_cli.sweep)
+app.command("params", cls=PlainHelpCommand)(params_cli.params)
 
 
 def _show_version(value: bool) -> None:
@@ -78,7 +80,29 @@ def main() -> None:
         code = 0
     except UsageError as err:
         where = err.ctx.command_path if err.ctx else "ser"
-        stderr_console.print(f"error: {where}: {err.format_message()} (see {where} --help)", markup=False,
+        stderr_console.print(f"error: {where}: {_usage_message(err)} (see {where} --help)", markup=False,
                              highlight=False, soft_wrap=True)
         code = 2
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(err: Exception) -> str:
+    """Click's message, or ours where it misleads: an unknown option that is a params key gets the `--set` to write,
+    a typo only a close match (Click compares with the '--' that every option shares: '--bogus' -> '--out'), and a
+    `--set KEY VALUE` (no '=') says so instead of 'unexpected extra argument'."""
+    import sys
+
+    from typer._click.exceptions import NoSuchOption
+
+    from ser_cli.cli import settings_view as view
+
+    argv = sys.argv[1:]
+    if not isinstance(err, NoSuchOption):
+        return view.set_without_equals(argv) or err.format_message()  # type: ignore[attr-defined]
+    ctx, option = err.ctx, err.option_name
+    key = view.setting_for_option(view.command_key(ctx), option)
+    if key is not None:
+        return f"No such option: {option}; it is a setting: --set {key}={view.option_value(argv, option)}"
+    known = [name for p in (ctx.command.params if ctx else []) for name in (*p.opts, *p.secondary_opts)]
+    close = view.close_option(option, known)
+    return f"No such option: {option}" + (f". Did you mean {close}?" if close else "")

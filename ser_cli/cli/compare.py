@@ -18,13 +18,13 @@ WIDE = 200
 @error_boundary
 def compare(
     evals: Annotated[list[Path] | None, typer.Argument(
-        help="Evaluation folders (ser evaluate --out EVAL), any number.")] = None,
+        metavar="EVAL", help="Evaluation folders (ser evaluate --out EVAL), any number.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder to write, e.g. reports/compare.")] = ...,
     exps: Annotated[bool, typer.Option("--exps", metavar="", help="Also compare the evaluations of this git "
                                        "repository's DVC experiments (ser sweep + dvc queue start), read from "
                                        "their commits; --exp NAME to take some only.")] = False,
-    exp_names: Annotated[list[str] | None, typer.Option("--exp", help="A DVC experiment to take (repeatable; "
-                                                         "implies --exps).")] = None,
+    exp_names: Annotated[list[str] | None, typer.Option("--exp", metavar="NAME", help="A DVC experiment to take "
+                                                         "(repeatable; implies --exps).")] = None,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
     pairs: Annotated[bool, typer.Option("--pairs", metavar="", help="Also print each SER group's paired difference "

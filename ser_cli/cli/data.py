@@ -67,18 +67,22 @@ def import_(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="Root folder of the dataset, in its published layout.")],
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/salicon.h5.")],
     class_order: Annotated[str | None, typer.Option(
-        "--class-order", help="Labels of the classes: fg-imagenet, mini-imagenet, or a YAML file (name -> label, "
-        "or a list). Default: sorted folder names.")] = None,
+        "--class-order", metavar="ORDER", help="Labels of the classes: fg-imagenet, mini-imagenet, or a YAML file "
+        "(name -> label, or a list). Default: sorted folder names.")] = None,
     storage: Annotated[str | None, typer.Option(
-        "--storage", help="raw (decoded pixels, fast reads) or encoded (PNG bytes, small). Default: data.storage.")
+        "--storage", metavar="raw|encoded", help="raw (decoded pixels, fast reads) or encoded (PNG bytes, small). "
+        "Default: data.storage.")
     ] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=0, help="Decoding worker processes (0: in process). Default: data.workers.")] = None,
+        "--workers", min=0, metavar="N", help="Decoding worker processes (0: in process). Default: data.workers.")
+    ] = None,
     limit_per_class: Annotated[int | None, typer.Option(
-        "--limit-per-class", min=1, help="Import only the first N images of each class and split (a quick trial).")
+        "--limit-per-class", min=1, metavar="N", help="Import only the first N images of each class and split (a "
+        "quick trial).")
     ] = None,
     test_fraction: Annotated[float | None, typer.Option(
-        "--test-fraction", help="mit1003 only: share of images held out as the test split (default 0.1).")] = None,
+        "--test-fraction", metavar="SHARE", help="mit1003 only: share of images held out as the test split "
+        "(default 0.1).")] = None,
     split_seed: Annotated[int, typer.Option("--seed", help="mit1003 only: seed of the train/test split.")] = 0,
     params: ParamsOpt = None,
     set_: SetOpt = None,
@@ -107,12 +111,19 @@ def spurious(
     src: Annotated[Path, typer.Argument(metavar="IN.h5", help="Data file to copy (train split gets the feature).")],
     out: Annotated[Path, typer.Option("--out", help="Data file to write, e.g. data/synth_spurious.h5.")],
     overwrite: OverwriteOpt = False,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255."""
+    """Copy a data file with the paper's spurious feature: train images of class c brightened by 5(c+1)/255.
+
+    The copy keeps the source's size and storage and reads no parameter; --params/--set are still checked, as by
+    every command, so a broken params file is reported here too.
+    """
     from ser_cli.stages import spurious as stage
 
+    build_params(params, set_)
     _echo_written(stage.run(src, out, overwrite), as_json)
 
 

@@ -32,8 +32,9 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run on its data file's test split (parameters under evaluate).
 
-    Writes OUT/metrics.json, OUT/run.json, OUT/plots/*.csv and the PNGs accuracy_matrix, avg_accuracy,
-    robustness and saliency_overlay. Prints OUT (or, with --json, the metrics) on stdout.
+    Writes OUT/metrics.json, OUT/run.json, OUT/plots/*.csv and the figures accuracy_matrix.png, avg_accuracy.png,
+    robustness.png, saliency_overlay.png and gradcam.png (image, Grad-CAM, target map per row). Prints OUT (or, with
+    --json, the metrics) on stdout.
 
     Shardable: torchrun --nproc_per_node=K -m -- ser_cli evaluate --run RUN ... splits the test batches and the
     attacks over K processes; the metrics are the same as one process's (the -- keeps torchrun off --run).

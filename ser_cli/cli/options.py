@@ -16,11 +16,12 @@ ParamsOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override one parameter, SECTION.KEY=VALUE (YAML value; repeatable)."),
+    typer.Option("--set", metavar="SECTION.KEY=VALUE",
+                 help="Override one parameter (YAML value; repeatable); every key and its value: ser params."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of this stage (overrides its section's seed).")]
 DeviceOpt = Annotated[str, typer.Option(
-    "--device", envvar="SER_DEVICE",
+    "--device", envvar="SER_DEVICE", metavar="DEVICE",
     help="auto, cpu, cuda, cuda:N or cuda:auto (auto: CUDA when present; cuda:auto: a GPU no other ser process "
          "holds, for several jobs on one machine). Default from SER_DEVICE when set.")]
 OverwriteOpt = Annotated[

@@ -15,15 +15,16 @@ from ser_cli.cli.options import DeviceOpt, JsonOpt, OverwriteOpt, QuietOpt
 @error_boundary
 def predict(
     images: Annotated[list[str], typer.Argument(
-        help="Image files, folders (searched recursively) or glob patterns ('photos/**/*.jpg'); JPEG and PNG.")],
+        metavar="IMAGE", help="Image files, folders (searched recursively) or glob patterns ('photos/**/*.jpg'); "
+        "JPEG and PNG.")],
     model: Annotated[Path, typer.Option(
         "--model", help="model.pt of ser pretrain-saliency, or of a ser train run with SER (its saliency branch).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for NAME.png (grey map) and NAME_overlay.png.")],
     h5: Annotated[Path | None, typer.Option(
         "--h5", help="Also write every map at the model's input size into this HDF5 file.")] = None,
     size: Annotated[str | None, typer.Option(
-        "--size", help="Model input size HxW, e.g. 288x384 (default: that of the data file the model was trained "
-        "on, when it is still there; model.pt does not record it).")] = None,
+        "--size", metavar="HxW", help="Model input size HxW, e.g. 288x384 (default: that of the data file the model "
+        "was trained on, when it is still there; model.pt does not record it).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,

@@ -30,7 +30,7 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Data file (ser data synth / ser data import).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; rerunning the same command resumes it.")],
     maps: Annotated[Path | None, typer.Option("--maps", help="Maps file from ser precompute (SER targets).")] = None,
-    method: Annotated[str | None, typer.Option("--method", help=METHOD_HELP)] = None,
+    method: Annotated[str | None, typer.Option("--method", metavar="NAME", help=METHOD_HELP)] = None,
     ser: Annotated[bool | None, typer.Option("--ser/--no-ser", metavar="",
                                              help="Add SER to the method (train.ser).")] = None,
     saliency_model: Annotated[
