@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 # torch first, pinned, so that pyproject's ranges never make pip swap it (x86_64: CUDA build from this disk;
-# aarch64: CPU build).
+# aarch64: CPU build). A CPU build put into .venv beforehand (README, Quick start) is kept: 2.14.1+cpu meets ==2.14.1.
 TORCH  := $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
 
 .PHONY: setup demo test lint bench

@@ -25,15 +25,25 @@ import benchmarks.loader_throughput  # noqa: F401 - registers "loader"
 import benchmarks.precompute_speed  # noqa: F401 - registers "precompute"
 from benchmarks.common import BENCHMARKS, Row
 
+# asked for by name only, as the first word, with their own options (`python -m benchmarks NAME --help`)
+BY_NAME = {"train-step": "the train-step sweep (s/step, peak memory, FLOPs per configuration)",
+           "backbones": "parameters and FLOPs per DER++ + SER step of every backbone"}
+
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"One of {', '.join(BENCHMARKS)} (default: all).")
+    # the whole docstring: its examples are the only place that says how train-step and backbones are run
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    by_name = "; ".join(f"{name}: {what}" for name, what in BY_NAME.items())
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"One of {', '.join(BENCHMARKS)} (default: all of them), or, alone and with their own "
+                        f"options (NAME --help), {by_name}.")
     parser.add_argument("--json", action="store_true", help="Print the rows as JSON instead of a table.")
     args = parser.parse_args()
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+        where = " (give it first, alone)" if unknown[0] in BY_NAME else ""
+        parser.error(f"unknown benchmark {unknown[0]!r}{where}; choose from {', '.join([*BENCHMARKS, *BY_NAME])}")
     return args
 
 

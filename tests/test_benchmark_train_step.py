@@ -161,3 +161,12 @@ def test_end_to_end_times_the_real_stage(tmp_path: Path, monkeypatch: pytest.Mon
     assert result["step_only_steps_per_s"] == 2.0 and result["workers"] == 0
     assert result["overall_seconds_per_step"] > 0 and result["peak_memory_bytes"] > 0
     assert result["wall_seconds"] > result["seconds_per_step"] * result["intervals"]
+
+
+def test_benchmarks_help_lists_every_benchmark() -> None:
+    from benchmarks.common import BENCHMARKS
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in (*BENCHMARKS, "train-step", "backbones"):
+        assert name in done.stdout, name
