@@ -191,3 +191,25 @@ def test_epsilons_outside_the_unit_interval_are_refused() -> None:
     with pytest.raises(ValidationError):
         EvaluateConfig(epsilons=["300/255"])
     assert EvaluateConfig(epsilons=["2/255", 0.5]).epsilons == [2 / 255, 0.5]
+
+
+def test_attack_success_rate_closed_form() -> None:
+    """A linear 2-class model on the mean brightness: FGSM at eps moves every pixel by eps against the label, so a
+    clean-correct image flips exactly when its distance to the boundary (0.5) is below eps."""
+    from ser_cli.metrics.robustness import attack_hits, robustness_result
+
+    def logits(x01: torch.Tensor) -> torch.Tensor:
+        m = x01.mean(dim=(1, 2, 3)) - 0.5  # (B,)
+        return torch.stack([-m, m], dim=1)  # class 1 when brighter than 0.5
+
+    levels = torch.tensor([0.30, 0.47, 0.49, 0.52, 0.55, 0.70, 0.45, 0.60])  # distances 0.2 .03 .01 .02 .05 .2 ...
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])  # the last two are wrong on clean images
+    x = levels.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
+    eps = 0.04
+    hits, n = attack_hits(logits, [(x, labels, torch.arange(8))], ["fgsm"], [eps], AttackSettings(1, 1.0))
+    result = robustness_result(["fgsm"], [eps], hits, n)
+    clean_correct = 6
+    flipped = 3  # distances 0.03, 0.01 and 0.02 are below eps; 0.2, 0.05 and 0.2 are not
+    assert result.clean == pytest.approx(100 * clean_correct / 8)
+    assert result.success[("fgsm", eps)] == pytest.approx(100 * flipped / clean_correct)
+    assert result.flat()["fgsm_success_eps_10.2"] == pytest.approx(50.0)

@@ -18,7 +18,7 @@ numbers) also keeps the robustness curve free of independent start noise between
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -144,9 +144,10 @@ def metric_key(attack: str, eps: float) -> str:
     return f"{attack}_acc_eps_{eps_label(eps)}"
 
 
-def _hits(logits: Logits, x: Tensor, labels: Tensor) -> int:
+def _correct(logits: Logits, x: Tensor, labels: Tensor) -> Tensor:
+    """(B,) bool: which images `logits` classifies correctly."""
     with torch.no_grad():
-        return int((logits(x).argmax(1) == labels).sum())
+        return logits(x).argmax(1) == labels
 
 
 @dataclass
@@ -157,15 +158,20 @@ class RobustnessResult:
         n_images: Images attacked.
         clean: Clean accuracy.
         attacked: {(attack, eps): accuracy}.
+        success: {(attack, eps): attack success rate}: the percentage of the clean-correct images that the attack
+            makes wrong (NaN when none is clean-correct). Robust accuracies near the floor hide how two models
+            differ; the success rate compares them on the images each gets right.
     """
 
     n_images: int
     clean: float
     attacked: dict[tuple[str, float], float]
+    success: dict[tuple[str, float], float] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
-        """{"clean_acc": ..., "pgd_acc_eps_2": ..., ...} for a metrics file."""
-        return {"clean_acc": self.clean, **{metric_key(a, e): acc for (a, e), acc in self.attacked.items()}}
+        """{"clean_acc": ..., "pgd_acc_eps_2": ..., "pgd_success_eps_2": ..., ...} for a metrics file."""
+        return {"clean_acc": self.clean, **{metric_key(a, e): acc for (a, e), acc in self.attacked.items()},
+                **{metric_key(a, e).replace("_acc_", "_success_"): r for (a, e), r in self.success.items()}}
 
     def rows(self) -> list[dict[str, float | str]]:
         """Long-format rows (attack, epsilon, eps_255, accuracy), eps 0 = clean for each attack, for a CSV plot."""
@@ -201,16 +207,20 @@ def robust_accuracy(logits: Logits, batches: Iterable[tuple[Tensor, Tensor, Tens
 def attack_hits(logits: Logits, batches: Iterable[tuple[Tensor, Tensor, Tensor]], attacks: list[str],
                 epsilons: list[float], settings: AttackSettings, seed: int = 0,
                 on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
-    """Correct predictions, int64 (1 + attacks x epsilons,): clean first, then each (attack, eps) in order; and the
-    number of images. Counts of image shares add up to the counts of all the images (processes sum them)."""
+    """Counts, int64 (1 + 2 x attacks x epsilons,), and the number of images: correct clean predictions first, then
+    per (attack, eps) in order the correct attacked predictions, then per (attack, eps) the images correct both
+    clean and attacked. Counts of image shares add up to the counts of all the images (processes sum them)."""
     attacks, epsilons = check_attacks(attacks), check_epsilons(epsilons)
     specs = [(a, e) for a in attacks for e in epsilons]
-    hits, n = np.zeros(1 + len(specs), np.int64), 0
+    hits, n = np.zeros(1 + 2 * len(specs), np.int64), 0
     for x, labels, ids in batches:
-        hits[0] += _hits(logits, x, labels)
+        clean = _correct(logits, x, labels)  # (B,)
+        hits[0] += int(clean.sum())
         for j, (name, eps) in enumerate(specs, start=1):
             starts = image_generators(seed, ids.tolist(), x.device)
-            hits[j] += _hits(logits, ATTACKS[name](logits, x, labels, eps, settings, starts), labels)
+            attacked = _correct(logits, ATTACKS[name](logits, x, labels, eps, settings, starts), labels)  # (B,)
+            hits[j] += int(attacked.sum())
+            hits[j + len(specs)] += int((attacked & clean).sum())
         n += len(labels)
         if on_batch is not None:
             on_batch(len(labels))
@@ -221,7 +231,10 @@ def robustness_result(attacks: list[str], epsilons: list[float], hits: np.ndarra
     """Percentages from `attack_hits` counts."""
     specs = [(a, float(e)) for a in attacks for e in epsilons]
     acc = 100.0 * hits / n if n else np.full(len(hits), np.nan)
-    return RobustnessResult(n, float(acc[0]), {s: float(a) for s, a in zip(specs, acc[1:], strict=True)})
+    kept = hits[1 + len(specs):]  # (specs,) correct both clean and attacked
+    success = 100.0 * (hits[0] - kept) / hits[0] if hits[0] else np.full(len(specs), np.nan)
+    return RobustnessResult(n, float(acc[0]), {s: float(a) for s, a in zip(specs, acc[1:1 + len(specs)], strict=True)},
+                            {s: float(r) for s, r in zip(specs, success, strict=True)})
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
