@@ -88,3 +88,15 @@ def test_mixed_code_commits_show_in_the_checks(grid: Path, tmp_path: Path) -> No
 
 def test_missing_grid_folder_is_exit_2(tmp_path: Path) -> None:
     assert results_table.main([str(tmp_path / "nowhere"), str(tmp_path / "t.csv")]) == 2
+
+
+def test_rows_from_a_compare_summary() -> None:
+    summary = {"groups": [{"label": "derpp", "method": "derpp", "ser": False, "config_hash": "c",
+                           "data_fingerprint": "f", "maps_method": "model", "seeds": [0, 1],
+                           "evals": ["out/evals/derpp_s0", "out/evals/derpp_s1"],
+                           "metrics": {"class_il_final_avg_acc": {"n": 2, "values": [40.0, 44.0]},
+                                       "pgd_acc_eps_2": {"n": 1, "values": [3.0]}}}]}
+    rows = results_table.summary_rows(summary)
+    assert [(r["name"], r["seed"], r["class_il_final_avg_acc"]) for r in rows] == [("derpp", 0, 40.0),
+                                                                                  ("derpp", 1, 44.0)]
+    assert "pgd_acc_eps_2" not in rows[0]  # one value for two runs: which run it belongs to is unknown
