@@ -140,6 +140,9 @@ class TrainConfig(TrainFields):
         "fresh; torchvision backbones only (resnet50, mobilenet_v2, efficientnet_b0). null: train.classifier_init "
         "decides.")
     workers: int = Field(0, ge=0, description="DataLoader worker processes reading the stream (0: in process).")
+    loggers: list[Literal["tensorboard", "dvclive"]] = Field(
+        [], description="Also log the training curves to TensorBoard (RUN/tensorboard/) and/or DVCLive (RUN/dvclive/): "
+        "[tensorboard, dvclive]; needs pip install 'ser[loggers]'. []: train_log.csv only.")
     allow_self_targets: bool = Field(
         False, description="Let SER train against maps made by train.saliency_checkpoint itself (refused by default: "
         "the branch already predicts its own maps, so its saliency loss teaches nothing; the paper's targets come "

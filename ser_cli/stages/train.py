@@ -20,6 +20,7 @@ import torch
 
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
+from ser_cli.continual.loggers import TrainLoggers, check_loggers
 from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.continual.run_identity import RunIdentity, check_run_folder, is_legacy_run_folder
 from ser_cli.continual.run_io import config_hash, save_run_model
@@ -69,6 +70,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     check_owned_folder(out, COMMAND, is_legacy_run_folder)  # --overwrite replaces runs, never a user's files
     dev = resolve_device(device)
     settings = params.train.settings(params.evaluate.class_il_logits)
+    check_loggers(params.train.loggers)
     data_file = DataFile(data)
     maps_file = _check_maps(maps, data_file, settings)
     saliency_net, saliency_sha = _saliency_net(params, settings)
@@ -93,11 +95,12 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                                classifier_weights=init_weights)
     _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
     mark_owned_folder(out, COMMAND)  # only now: a refused run leaves no empty folder behind
-    with progress_bar() as bar:
+    resumed = trainer.position.step > 0
+    with progress_bar() as bar, TrainLoggers(params.train.loggers, out, resume=resumed) as loggers:
         total = sum(settings.epochs * scenario.n_batches(p.tasks) for p in trainer.phases)
         task = bar.add_task(f"train {settings.method}{'+ser' if settings.ser else ''}", total=total,
                             completed=trainer.position.step, info="")
-        trainer.progress = _progress_handler(bar, task, log_rows, clock)
+        trainer.progress = _progress_handler(bar, task, log_rows, clock, loggers, settings.n_tasks)
         with stop_requests() as trainer.should_stop:
             try:
                 result = trainer.run()
@@ -196,19 +199,38 @@ def _resume(out: Path, trainer: ContinualTrainer, log_rows: list[dict[str, Any]]
     log(f"resuming {out} from step {trainer.position.step}")
 
 
-def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: TrainingClock):
+def _progress_handler(bar, task, log_rows: list[dict[str, Any]], clock: TrainingClock,
+                      loggers: TrainLoggers | None = None, n_tasks: int = 0):
+    """The loop's progress callback: the log rows, the bar (tasks numbered from 1, as in the figures), one line
+    per task end with class-IL and task-IL, and the chosen loggers."""
     def handle(event: ProgressEvent) -> None:
         if event.kind == "step":
             log_rows.append({"step": event.step, "task": event.task, "epoch": event.epoch,
                              **{k: round(v, 6) for k, v in event.losses.items()},
                              "seconds": round(clock.total(), 3)})
             losses = " ".join(f"{k}={v:.3f}" for k, v in event.losses.items() if not k.startswith(DIAGNOSTIC))
-            bar.update(task, advance=1, info=f"task {event.task} {losses}")
+            bar.update(task, advance=1, info=f"task {event.task + 1} {losses}")
+            if loggers is not None and loggers.active:
+                loggers.step(event.step, event.losses)
         else:
-            seen = [a for a in event.class_il if a == a]
-            log(f"after task {event.task}: class-IL average accuracy {sum(seen) / len(seen):.1f}%")
+            class_il, task_il = _seen_mean(event.class_il), _seen_mean(event.task_il)
+            log(task_end_line(event.task, n_tasks, class_il, task_il))
+            if loggers is not None and loggers.active:
+                loggers.task_end(event.task + 1, event.step, class_il, task_il)
 
     return handle
+
+
+def _seen_mean(row: list[float]) -> float:
+    seen = [a for a in row if a == a]  # NaN: a task not seen yet
+    return sum(seen) / len(seen) if seen else float("nan")
+
+
+def task_end_line(task: int, n_tasks: int, class_il: float, task_il: float) -> str:
+    """The console line after a task (`task` 0-based as the loop counts, shown from 1 as the figures number them);
+    average accuracies over the tasks seen, class-IL first as Mammoth prints them."""
+    of = f"/{n_tasks}" if n_tasks else ""
+    return f"after task {task + 1}{of}: average accuracy class-IL {class_il:.1f}%, task-IL {task_il:.1f}%"
 
 
 def _curves_and_metrics(result) -> tuple[dict[str, np.ndarray], dict[str, float]]:
