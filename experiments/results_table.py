@@ -3,7 +3,8 @@
 One row per run of the grid folder OUT (`experiments/out/NAME`, see `experiments.run`): the run's name and seed, its
 configuration (method, SER, config hash, the train settings that tell runs apart), every metric of its evaluation
 (`evals/TAG/metrics.json`), its accuracy curve (`plots/avg_accuracy.csv` as `class_il_after_task_K`, ...), its
-training metrics (`runs/TAG/metrics.json`, prefixed `train_`), and its provenance: code version, torch version and
+training metrics (`runs/TAG/metrics.json`, prefixed `train_`; from `train_log.csv` the stream cross-entropy at
+each task's end, `stream_ce_end_task_K`, 0-based as the log), and its provenance: code version, torch version and
 threads, device, CPU ISA, the data fingerprint, the sha256 of the maps file, of the saliency model and of the
 classifier's start, and SER's target source with the branch's CC against it before training. This replaces a folder
 of JSON files per run in the repository (a few KB a run); tables in the README and docs/ are regenerated from it
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.run import parse_tag
+from experiments.task_end_losses import task_end_ce
 
+TASK_END_STEPS = 10  # a task's end: the mean of its last 10 steps, as `experiments.task_end_losses`
 SETTINGS = ("buffer_size", "classifier_init", "n_tasks", "classes_per_task", "backbone", "epochs", "sal_lr",
             "saliency_frozen")
 
@@ -36,7 +39,10 @@ def run_row(eval_dir: Path, run_dir: Path | None) -> dict[str, Any]:
     row.update(curve_columns(eval_dir / "plots" / "avg_accuracy.csv"))
     if run_dir is not None and (run_dir / "metrics.json").is_file():
         train = json.loads((run_dir / "metrics.json").read_text())
-        row.update({f"train_{k}": v for k, v in train.items() if not k.startswith("mod_")})
+        row.update({f"train_{k}": v for k, v in train.items()})
+    if run_dir is not None and (run_dir / "train_log.csv").is_file():
+        ends = task_end_ce(run_dir / "train_log.csv", TASK_END_STEPS)
+        row.update({f"stream_ce_end_task_{t}": ce for t, ce in ends.items()})
     row.update(provenance_columns(info))
     return row
 

@@ -32,6 +32,8 @@ def _eval(out: Path, name: str, seed: int, acc: float, ser: bool, commit: str = 
     run = out / "runs" / f"{name}_s{seed}"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0 + seed, "mod_zeroed_0_mean": 0.5}))
+    log = ["step,task,epoch,stream_ce"] + [f"{i},0,0,{i}" for i in range(20)] + [f"{20 + i},1,0,3.0" for i in range(5)]
+    (run / "train_log.csv").write_text("\n".join(log) + "\n")
 
 
 @pytest.fixture
@@ -53,7 +55,9 @@ def test_one_row_per_run_with_metrics_and_provenance(grid: Path, tmp_path: Path)
     assert float(ser0["class_il_final_avg_acc"]) == 43.0 and float(ser0["train_train_seconds"]) == 10.0
     assert ser0["code_commit"] == "a" * 40 and ser0["torch_threads"] == "1" and ser0["cpu_isa"] == "AVX2"
     assert ser0["targets"] == "from-dataset" and ser0["maps_sha256"] == "m" * 64
-    assert "train_mod_zeroed_0_mean" not in ser0  # per-step diagnostics stay in the run logs
+    assert float(ser0["train_mod_zeroed_0_mean"]) == 0.5
+    assert float(ser0["stream_ce_end_task_0"]) == pytest.approx(sum(range(10, 20)) / 10)  # mean of the last 10 steps
+    assert float(ser0["stream_ce_end_task_1"]) == pytest.approx(3.0)
     assert rows[0]["targets"] == ""  # plain runs have no targets
 
 

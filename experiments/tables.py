@@ -1,0 +1,171 @@
+"""Every result table the README and docs/ show, from the committed result tables: `python -m experiments.tables`.
+
+Two jobs, both over README.md and docs/*.md:
+
+1. **Regenerate the tables.** A block between `<!-- table:KIND GRID -->` and `<!-- /table -->` is replaced by the
+   table of that kind computed from `experiments/results/GRID/runs.csv` (`experiments.results_table`):
+   `contrasts` (the contrasts `experiments/grids/GRID.yaml` stated before it ran, `experiments.contrasts`) or
+   `groups` (mean ± sample std over seeds of each run name: class-IL, task-IL, forgetting, n). `--check` changes
+   nothing and exits 1 naming every block that differs from its regeneration.
+2. **Check the figures in the prose.** Every "mean ± std" and every "mean [low, high]" written anywhere in those
+   files must be one that some committed table yields (a run name's mean and std of a metric, or a paired
+   difference between two run names of one grid, or between two methods' spurious-feature drops, rounded as
+   written); `--check` lists those that are not. Figures in other forms (a single number in a sentence) are not
+   checked.
+
+A test runs `--check`, so a README number that no table holds fails CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import re
+import statistics
+import sys
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from experiments.contrasts import compute, markdown
+from experiments.results_table import read_table
+from ser_cli.report.pairs import paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+GRIDS = ROOT / "experiments" / "grids"
+BLOCK = re.compile(r"(<!-- table:(\w+) (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+MEAN_STD = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
+INTERVAL = re.compile(r"([+-]?\d+\.\d+) \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]")
+GROUP_METRICS = {"class_il_final_avg_acc": "class-IL acc", "task_il_final_avg_acc": "task-IL acc",
+                 "class_il_forgetting": "class-IL forgetting"}
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def groups_table(rows: list[dict[str, str]]) -> str:
+    """Mean ± sample std over seeds per run name (Markdown)."""
+    lines = ["| run | n | " + " | ".join(GROUP_METRICS.values()) + " |", "|---|---:|" + "---:|" * len(GROUP_METRICS)]
+    for name in sorted({r["name"] for r in rows}):
+        mine = [r for r in rows if r["name"] == name]
+        cells = [_mean_std([float(r[m]) for r in mine if r.get(m, "") != ""]) for m in GROUP_METRICS]
+        lines.append(f"| {name} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def render(kind: str, grid: str) -> str:
+    """The table `kind` of `grid`; ValueError naming what is missing."""
+    table = RESULTS / grid / "runs.csv"
+    if not table.is_file():
+        raise ValueError(f"{table}: no results table")
+    rows = read_table(table)
+    if kind == "groups":
+        return groups_table(rows)
+    if kind == "contrasts":
+        return markdown(compute(yaml.safe_load((GRIDS / f"{grid}.yaml").read_text()), rows))
+    raise ValueError(f"unknown table kind {kind!r} (contrasts, groups)")
+
+
+def regenerate(text: str) -> tuple[str, list[str]]:
+    """`text` with every table block regenerated, and the blocks that changed."""
+    changed = []
+
+    def replace(match: re.Match) -> str:
+        new = render(match.group(2), match.group(3))
+        if new != match.group(4):
+            changed.append(f"{match.group(2)} {match.group(3)}")
+        return match.group(1) + new + match.group(5)
+
+    return BLOCK.sub(replace, text), changed
+
+
+@cache
+def derivable() -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
+    """Every (mean, std) and (mean, low, high) the committed tables yield, formatted to 1 and 2 decimals."""
+    mean_std, intervals = set(), set()
+    for table in sorted(RESULTS.glob("*/runs.csv")):
+        rows = read_table(table)
+        by_name: dict[str, dict[str, dict[int, float]]] = {}
+        for r in rows:
+            for key, value in r.items():
+                number = _number(value)
+                if number is not None and r.get("seed", "") != "":
+                    by_name.setdefault(r["name"], {}).setdefault(key, {})[int(r["seed"])] = number
+        _add_drops(by_name)
+        for metrics in by_name.values():
+            for values in metrics.values():
+                v = list(values.values())
+                std = statistics.stdev(v) if len(v) > 1 else 0.0
+                mean_std |= {(f"{statistics.mean(v):.{d}f}", f"{std:.{d}f}") for d in (1, 2)}
+        for a, b in itertools.permutations(by_name, 2):
+            for key in by_name[a].keys() & by_name[b].keys():
+                d = paired_difference(by_name[a][key], by_name[b][key])
+                if d.n > 1 and math.isfinite(d.low):
+                    intervals |= {tuple(_signed(x, dec) for x in (d.mean, d.low, d.high)) for dec in (1, 2)}
+    return mean_std, intervals
+
+
+def _add_drops(by_name: dict[str, dict[str, dict[int, float]]]) -> None:
+    """For each run name X with a partner `X_spurious`, the series `X~drop` = X - X_spurious by seed: what
+    spurious features cost (Bellitto et al., section 5.3); pairs of drops then compare two methods' costs."""
+    for name in [n for n in by_name if f"{n}_spurious" in by_name]:
+        clean, spurious = by_name[name], by_name[f"{name}_spurious"]
+        by_name[f"{name}~drop"] = {k: {s: clean[k][s] - spurious[k][s] for s in clean[k].keys() & spurious[k].keys()}
+                                   for k in clean.keys() & spurious.keys()}
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _signed(x: float, decimals: int) -> str:
+    return f"{x:+.{decimals}f}"
+
+
+def unheld_figures(text: str) -> list[str]:
+    """The "m ± s" and "m [lo, hi]" figures of `text` that no committed table yields."""
+    mean_std, intervals = derivable()
+    missing = [f"{m} ± {s}" for m, s in MEAN_STD.findall(text) if (m, s) not in mean_std]
+    for m, lo, hi in INTERVAL.findall(text):
+        key = tuple(x if x[0] in "+-" else "+" + x for x in (m, lo, hi))
+        if key not in intervals:
+            missing.append(f"{m} [{lo}, {hi}]")
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 on a stale block or figure")
+    args = parser.parse_args(argv)
+    problems = []
+    for doc in documents():
+        text = doc.read_text()
+        new, changed = regenerate(text)
+        rel = doc.relative_to(ROOT)
+        problems += [f"{rel}: table '{c}' differs from its results table" for c in changed] if args.check else []
+        if not args.check and new != text:
+            doc.write_text(new)
+            print(f"{rel}: regenerated {', '.join(changed)}")
+        problems += [f"{rel}: {figure} is in no committed result table" for figure in unheld_figures(new)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

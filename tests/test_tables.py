@@ -1,0 +1,35 @@
+"""The README's and docs' result tables and figures against the committed result tables (experiments.tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import tables
+
+
+def test_every_table_and_figure_in_the_docs_is_held_by_a_committed_table() -> None:
+    assert tables.main(["--check"]) == 0
+
+
+def test_a_figure_no_table_holds_is_reported() -> None:
+    protocol = tables.read_table(tables.RESULTS / "protocol" / "runs.csv")
+    acc = [float(r["class_il_final_avg_acc"]) for r in protocol if r["name"] == "derpp_rand"]
+    held = tables._mean_std(acc)  # what the docs may write about it
+    assert tables.unheld_figures(f"DER++ reaches {held} class-IL") == []
+    assert tables.unheld_figures("DER++ reaches 99.99 ± 0.01 class-IL") == ["99.99 ± 0.01"]
+    assert tables.unheld_figures("SER - plain: +123.45 [+1.00, +2.00]") == ["+123.45 [+1.00, +2.00]"]
+
+
+def test_a_stale_block_is_regenerated_and_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = tmp_path / "README.md"
+    doc.write_text("# results\n<!-- table:groups protocol -->\n| stale |\n<!-- /table -->\nend\n")
+    monkeypatch.setattr(tables, "documents", lambda: [doc])
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    assert tables.main(["--check"]) == 1
+    assert "| stale |" in doc.read_text()  # --check changes nothing
+    assert tables.main([]) == 0
+    text = doc.read_text()
+    assert "| stale |" not in text and "| derpp_rand | 3 |" in text and text.endswith("<!-- /table -->\nend\n")
+    assert tables.main(["--check"]) == 0
