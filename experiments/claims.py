@@ -48,7 +48,9 @@ def drop(evals: Path, run: str) -> dict[int, float]:
 
 def cell(d: PairedDiff) -> str:
     text = f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] (n={d.n})"
-    return f"**{text}**" if d.low > 0 or d.high < 0 else text  # bold: the interval excludes 0
+    # bold: an interval of width > 0 that excludes 0; identical differences at every seed give a zero-width
+    # "interval" that says nothing about the spread a fourth seed would show, so it is never bold
+    return f"**{text}**" if d.high > d.low and (d.low > 0 or d.high < 0) else text
 
 
 def report(evals: Path) -> str:

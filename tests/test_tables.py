@@ -33,3 +33,12 @@ def test_a_stale_block_is_regenerated_and_flagged(tmp_path: Path, monkeypatch: p
     text = doc.read_text()
     assert "| stale |" not in text and "| derpp_rand | 3 |" in text and text.endswith("<!-- /table -->\nend\n")
     assert tables.main(["--check"]) == 0
+
+
+def test_claims_bold_only_an_interval_of_width_that_excludes_zero() -> None:
+    from experiments.claims import cell
+    from ser_cli.report.pairs import paired_difference
+
+    assert cell(paired_difference({0: 1.0, 1: 1.0, 2: 1.0}, {0: 2.0, 1: 2.0, 2: 2.0})) == "-1.00 [-1.00, -1.00] (n=3)"
+    assert cell(paired_difference({0: 5.0, 1: 6.0, 2: 7.0}, {0: 1.0, 1: 1.5, 2: 2.0})).startswith("**+4.50")
+    assert not cell(paired_difference({0: 5.0, 1: -6.0, 2: 7.0}, {0: 1.0, 1: 1.5, 2: 2.0})).startswith("**")
