@@ -8,10 +8,10 @@ Two jobs, both over README.md and docs/*.md:
    `groups` (mean ± sample std over seeds of each run name: class-IL, task-IL, forgetting, n). `--check` changes
    nothing and exits 1 naming every block that differs from its regeneration.
 2. **Check the figures in the prose.** Every "mean ± std" and every "mean [low, high]" written anywhere in those
-   files must be one that some committed table yields (a run name's mean and std of a metric, or a paired
-   difference between two run names of one grid, or between two methods' spurious-feature drops, rounded as
-   written); `--check` lists those that are not. Figures in other forms (a single number in a sentence) are not
-   checked.
+   files must be one that some committed table yields, rounded as written: a run name's mean and std of a metric,
+   or a paired difference between two run names of one grid, between two methods' spurious-feature drops, or
+   between one run name's results in two grids. `--check` lists those that are not. Figures in other forms (a
+   single number in a sentence) are not checked.
 
 A test runs `--check`, so a README number that no table holds fails CI.
 """
@@ -94,6 +94,7 @@ def regenerate(text: str) -> tuple[str, list[str]]:
 def derivable() -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
     """Every (mean, std) and (mean, low, high) the committed tables yield, formatted to 1 and 2 decimals."""
     mean_std, intervals = set(), set()
+    grids: list[dict[str, dict[str, dict[int, float]]]] = []
     for table in sorted(RESULTS.glob("*/runs.csv")):
         rows = read_table(table)
         by_name: dict[str, dict[str, dict[int, float]]] = {}
@@ -108,12 +109,23 @@ def derivable() -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
                 v = list(values.values())
                 std = statistics.stdev(v) if len(v) > 1 else 0.0
                 mean_std |= {(f"{statistics.mean(v):.{d}f}", f"{std:.{d}f}") for d in (1, 2)}
-        for a, b in itertools.permutations(by_name, 2):
-            for key in by_name[a].keys() & by_name[b].keys():
-                d = paired_difference(by_name[a][key], by_name[b][key])
-                if d.n > 1 and math.isfinite(d.low):
-                    intervals |= {tuple(_signed(x, dec) for x in (d.mean, d.low, d.high)) for dec in (1, 2)}
+        intervals |= _pair_intervals([(by_name[a], by_name[b]) for a, b in itertools.permutations(by_name, 2)])
+        grids.append(by_name)
+    # one configuration in two grids (rerun with other inputs): the change between them, by seed
+    for one, two in itertools.permutations(grids, 2):
+        intervals |= _pair_intervals([(two[name], one[name]) for name in one.keys() & two.keys()])
     return mean_std, intervals
+
+
+def _pair_intervals(pairs: list[tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]]) -> set:
+    """(mean, low, high) of a - b by seed, per metric both have, for every (a, b) of `pairs`."""
+    out = set()
+    for a, b in pairs:
+        for key in a.keys() & b.keys():
+            d = paired_difference(a[key], b[key])
+            if d.n > 1 and math.isfinite(d.low):
+                out |= {tuple(_signed(x, dec) for x in (d.mean, d.low, d.high)) for dec in (1, 2)}
+    return out
 
 
 def _add_drops(by_name: dict[str, dict[str, dict[int, float]]]) -> None:
