@@ -88,6 +88,8 @@ def test_metrics_are_those_of_the_saved_model_on_the_held_out_rows(trained: Path
     assert payload["data_fingerprint"] == DataFile(tiny_synth_pretrain).fingerprint
     timeless = {k: v for k, v in metrics.items() if k != "train_seconds"}  # the wall clock only in metrics.json
     assert payload["meta"]["metrics"] == timeless and payload["meta"]["params"]["epochs"] == 2
+    assert payload["meta"]["input"] == {"height": 32, "width": 48, "scale": "x / 255",  # precompute warns on others
+                                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     val_rows = np.array(payload["meta"]["val_rows"])
     assert np.array_equal(val_rows, holdout_split(24, 0.1, 0)[1])
     ds = SplitDataset(tiny_synth_pretrain, "train")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser_cli.data.scenario import ClassIncrementalScenario
+from ser_cli.data.scenario import ClassIncrementalScenario, fitting_splits, split_hint
 from ser_cli.runtime.errors import UserError
 
 
@@ -48,3 +48,21 @@ def test_maps_are_targets_summing_to_one(tiny_synth: Path) -> None:
 def test_task_split_must_match_the_classes(tiny_synth: Path) -> None:
     with pytest.raises(UserError, match=r"has 4 classes, but train.n_tasks x train.classes_per_task = 3 x 2 = 6"):
         ClassIncrementalScenario(tiny_synth, None, n_tasks=3, classes_per_task=2, batch_size=4, seed=0)
+
+
+def test_split_mismatch_names_the_splits_that_fit(tiny_synth: Path) -> None:
+    with pytest.raises(UserError, match=r"= 6; 4 classes: use n_tasks=2, classes_per_task=2 or n_tasks=4, "
+                       r"classes_per_task=1 \(--set train.n_tasks=N"):
+        ClassIncrementalScenario(tiny_synth, None, n_tasks=3, classes_per_task=2, batch_size=4, seed=0)
+
+
+@pytest.mark.parametrize(("n_classes", "splits"), [
+    (4, [(2, 2), (4, 1)]),
+    (7, [(7, 1)]),
+    (12, [(2, 6), (3, 4), (4, 3), (6, 2), (12, 1)]),
+    (100, [(2, 50), (4, 25), (5, 20), (10, 10), (20, 5), (25, 4), (50, 2), (100, 1)]),
+    (1, []),
+])
+def test_fitting_splits_multiply_to_the_classes(n_classes: int, splits: list[tuple[int, int]]) -> None:
+    assert fitting_splits(n_classes) == splits
+    assert split_hint(1) == "1 class: class-incremental learning needs at least 2 classes"

@@ -31,7 +31,8 @@ class ClassIncrementalScenario:
         self.data = DataFile(data_path)
         if n_tasks * classes_per_task != self.data.n_classes:
             raise UserError(f"{self.data.path}: has {self.data.n_classes} classes, but train.n_tasks x "
-                            f"train.classes_per_task = {n_tasks} x {classes_per_task} = {n_tasks * classes_per_task}")
+                            f"train.classes_per_task = {n_tasks} x {classes_per_task} = {n_tasks * classes_per_task}; "
+                            f"{split_hint(self.data.n_classes)}")
         self.maps_path = Path(maps_path) if maps_path else None
         self.n_tasks, self.classes_per_task = n_tasks, classes_per_task
         self.batch_size, self.eval_batch_size, self.seed, self.workers = batch_size, eval_batch_size, seed, workers
@@ -84,3 +85,18 @@ class ClassIncrementalScenario:
     def _loader(self, dataset: SplitDataset, batch_size: int) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.workers, collate_fn=collate,
                           persistent_workers=False, generator=torch.Generator().manual_seed(self.seed))
+
+
+def fitting_splits(n_classes: int) -> list[tuple[int, int]]:
+    """Every (n_tasks, classes_per_task) with at least two tasks whose product is `n_classes`, fewest tasks first."""
+    return [(t, n_classes // t) for t in range(2, n_classes + 1) if n_classes % t == 0]
+
+
+def split_hint(n_classes: int) -> str:
+    """What to set for a data file of `n_classes` classes, e.g. "4 classes: use n_tasks=2, classes_per_task=2 or
+    n_tasks=4, classes_per_task=1 (--set train.n_tasks=N --set train.classes_per_task=C)"."""
+    splits = fitting_splits(n_classes)
+    if not splits:
+        return f"{n_classes} class: class-incremental learning needs at least 2 classes"
+    options = " or ".join(f"n_tasks={t}, classes_per_task={c}" for t, c in splits)
+    return f"{n_classes} classes: use {options} (--set train.n_tasks=N --set train.classes_per_task=C)"

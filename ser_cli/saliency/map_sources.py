@@ -30,8 +30,10 @@ class ModelSource:
     def __init__(self, model: Path, device: torch.device, precision: str) -> None:
         from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
         from ser_cli.models.normalize import Normalizer
+        from ser_cli.saliency.model_input import recorded_size
 
-        self.net, _ = load_saliency_checkpoint(model, device)
+        self.net, payload = load_saliency_checkpoint(model, device)
+        self.trained_size = recorded_size(payload.get("meta"))  # None: a file from before the record
         self.identity = file_sha256(model)
         self.attrs = {"method": MODEL, "model_sha256": self.identity}
         self.device, self.precision = device, precision

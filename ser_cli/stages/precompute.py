@@ -42,6 +42,7 @@ from ser_cli.runtime.output_folder import check_disjoint, check_output_file
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.saliency.map_sources import METHODS, Source, build_source
+from ser_cli.saliency.model_input import size_warning, warn
 
 METRIC_BLOCK = 64
 
@@ -79,6 +80,10 @@ def run(
     info = distributed.detect()
     dev = distributed.rank_device(resolve_device(device), info)
     source = build_source(method, data_file, model, dev, cfg.precision)
+    warning = size_warning(model, getattr(source, "trained_size", None), (data_file.height, data_file.width),
+                           str(data))
+    if warning and info.rank == 0:
+        warn(warning)
     layout = MapsLayout.for_data(data_file, cfg.compression, cfg.compression_level)
     plan = ShardPlan(layout.sizes, cfg.batch_size, info.world_size)
     distributed.init(dev)

@@ -59,6 +59,8 @@ from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
 from ser_cli.runtime.seeding import derive_seed, seed_everything
 from ser_cli.runtime.sync_batchnorm import convert_sync_batchnorm
 from ser_cli.saliency.encoder_init import load_classifier_encoder
+from ser_cli.saliency.model_input import KEY as INPUT_KEY
+from ser_cli.saliency.model_input import input_record
 from ser_cli.saliency.saliency_trainer import (
     Reduce,
     SaliencyTrainer,
@@ -293,6 +295,7 @@ def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.da
     meta = {"params": params_dump(cfg), "metrics": {k: v for k, v in metrics.items() if k != "train_seconds"},
             "data": str(info.path), "val_rows": val_rows.tolist(), "ser_version": __version__,
             "init_from_sha256": file_sha256(Path(cfg.init_from)) if cfg.init_from else None}
+    meta[INPUT_KEY] = input_record(info.height, info.width)  # precompute / predict warn on data of another size
     if cfg.backbone_weights:  # only then: model.pt of other runs keeps the metadata it always had
         meta["backbone_weights_sha256"] = file_sha256(Path(cfg.backbone_weights))
     save_saliency_checkpoint(out / "model.pt", trainer.net, info.fingerprint, meta)
