@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from ser_cli.continual.settings import TrainFields, TrainSettings, resolve_classifier_init
+from ser_cli.continual.settings import MAX_LR, MAX_SEED, MAX_WEIGHT, TrainFields, TrainSettings, resolve_classifier_init
 from ser_cli.runtime.section import PRECISION_HELP, Precision, Section
 
 
@@ -25,7 +25,8 @@ class SynthConfig(Section):
     n_classes: int = Field(20, ge=2, le=120, description="Number of object classes (at most 120 per family).")
     train_per_class: int = Field(60, ge=1, description="Training images per class.")
     test_per_class: int = Field(20, ge=1, description="Test images per class.")
-    seed: int = Field(0, ge=0, description="Generator seed; same parameters and seed give a byte-identical file.")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="Generator seed; same parameters and seed give a byte-identical file.")
     purpose: Literal["continual", "pretrain"] = Field(
         "continual",
         description="`continual`: the benchmark's classes. `pretrain`: a disjoint family of classes, used to "
@@ -75,16 +76,17 @@ class SaliencyConfig(Section):
     epochs: int = Field(4, ge=1, description="Passes over the pretraining split (SynthSal defaults: ~3 CPU-minutes).")
     batch_size: int = Field(16, ge=1, description="Images per optimiser step and process: under torchrun with K "
                             "processes each takes batch_size images, a step sees K * batch_size.")
-    lr: float = Field(0.05, gt=0, description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
+    lr: float = Field(0.05, gt=0, le=MAX_LR,
+                      description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
     encoder_lr_factor: float = Field(0.1, gt=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay_decoder: float = Field(1e-4, ge=0)
-    weight_decay_encoder: float = Field(1e-5, ge=0)
+    weight_decay_decoder: float = Field(1e-4, ge=0, le=1)
+    weight_decay_encoder: float = Field(1e-5, ge=0, le=1)
     lr_decay: float = Field(0.7, gt=0, le=1, description="Exponential decay of both learning rates per epoch.")
-    w_cc: float = Field(0.0, ge=0, description="Weight of the -CC term added to the KLD loss.")
-    w_nss: float = Field(0.0, ge=0, description="Weight of the -NSS term (needs fixation points).")
+    w_cc: float = Field(0.0, ge=0, le=MAX_WEIGHT, description="Weight of the -CC term added to the KLD loss.")
+    w_nss: float = Field(0.0, ge=0, le=MAX_WEIGHT, description="Weight of the -NSS term (needs fixation points).")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
     backbone_weights: str | None = Field(
         None, description="A local torchvision weights file (state dict, e.g. resnet50-*.pth) the encoder starts from; "
@@ -187,13 +189,13 @@ class EvaluateConfig(Section):
     )
     attacks: list[Literal["pgd", "fgsm"]] = Field(["pgd", "fgsm"])
     pgd_steps: int = Field(10, ge=1)
-    pgd_step_factor: float = Field(0.25, gt=0, description="PGD step size as a fraction of epsilon.")
+    pgd_step_factor: float = Field(0.25, gt=0, le=MAX_WEIGHT, description="PGD step size as a fraction of epsilon.")
     attack_images: int = Field(500, ge=1, description="Test images attacked (a fixed, class-stratified subset).")
     batch_size: int = Field(64, ge=1)
     class_il_logits: Literal["seen", "all"] = Field(
         "seen", description="`seen`: argmax over classes seen so far; `all`: over every logit (the authors' code)."
     )
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Params(Section):

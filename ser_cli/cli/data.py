@@ -39,6 +39,8 @@ def synth(
 @error_boundary
 def info(
     file: Annotated[Path, typer.Argument(help="A data file or a maps file written by ser.")],
+    verify: Annotated[bool, typer.Option("--verify", metavar="", help="Also check every dataset against the "
+                                         "sha256 stored when the file was written (reads the whole file).")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -49,15 +51,18 @@ def info(
     if file_kind(file) == MAPS_KIND:
         from ser_cli.data.maps import MapsFile
 
-        details, show = MapsFile(file).info(), print_maps_info
+        details, show = MapsFile(file, verify=verify).info(), print_maps_info
     else:
         from ser_cli.data.store import DataFile
 
-        details, show = DataFile(file).info(), print_data_info
+        details, show = DataFile(file, verify=verify).info(), print_data_info
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return
     show(details)
+    if verify:
+        typer.echo(f"checksums: {details['checksums']}" + (" (written before ser stored checksums)"
+                                                            if details["checksums"] == "absent" else ""))
 
 
 @app.command("import", cls=PlainHelpCommand)

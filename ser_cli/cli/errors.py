@@ -45,9 +45,10 @@ def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# The environment's refusals, not bugs: no permission or a read-only file system is the user's to fix (exit 2); a
+# The environment's refusals, not bugs: no permission, a read-only file system or a path that cannot name a file (a
+# symbolic-link loop, a name too long, a file used as a folder) is the user's to fix (exit 2); a
 # full disk or a file-size limit is a runtime failure (exit 1). Anything else keeps its traceback.
-USER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+USER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR)
 RUNTIME_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 

@@ -35,6 +35,7 @@ from ser_cli.continual.seeds import seed_run
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import Batch, TaskStream
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.checkpoint import first_nonfinite
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.interrupt import Interrupted
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state, rng_preserved, upgrade_legacy_rng_state
@@ -129,6 +130,7 @@ class ContinualTrainer:
                     raise Interrupted(f"interrupted after step {pos.step} (task {phase.task})")
             pos.epoch, pos.batch = pos.epoch + 1, 0
         self.method.after_task(phase.task)
+        self._check_weights(phase)
         self._evaluate(phase.row)
         pos.phase, pos.epoch, pos.batch = pos.phase + 1, 0, 0
         row = phase.row
@@ -157,6 +159,14 @@ class ContinualTrainer:
                 f"batch {pos.batch}); {self._last_good()}"
             )
         return values
+
+    def _check_weights(self, phase: Phase) -> None:
+        """RunFailure when a weight went NaN or inf although every loss stayed finite (once per task: one pass over
+        the weights, so the poisoned state is never checkpointed)."""
+        bad = first_nonfinite(self.learner.state_dict())
+        if bad is not None:
+            raise RunFailure(f"non-finite weight {bad} at the end of task {phase.task} (step {self.position.step}); "
+                             f"{self._last_good()}")
 
     def _train_batches(self, phase: Phase, epoch: int, skip: int) -> Iterator[Batch]:
         # `skip` batches were consumed before the checkpoint this run resumed from.

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from ser_cli.continual.learner import Learner, restore_learner
 from ser_cli.continual.settings import TrainSettings, method_knob_owners
-from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
+from ser_cli.runtime.checkpoint import first_nonfinite, load_artifact, refuse_nonfinite, save_checkpoint
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.json_files import read_json_object
 
 KIND = "ser-run"
 FORMAT_VERSION = 1
@@ -49,7 +50,8 @@ def config_hash(settings: TrainSettings) -> str:
 
 def save_run_model(path: Path, learner: Learner, settings: TrainSettings, class_names: list[str],
                    provenance: dict[str, Any]) -> None:
-    """Write `model.pt` atomically."""
+    """Write `model.pt` atomically; RunFailure, nothing written, when a weight is not finite."""
+    refuse_nonfinite(learner.state_dict(), f"{path}: not written: weight")
     payload = {"kind": KIND, "format_version": FORMAT_VERSION, "settings": settings.to_dict(),
                "learner": learner.state_dict(), "class_names": class_names, "provenance": provenance}
     save_checkpoint(path, payload)
@@ -93,33 +95,63 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild the run in `run_dir`; one-line UserError when it is not a finished `ser train` run."""
+    """Rebuild the run in `run_dir`; one-line UserError when it is not a finished `ser train` run, or when any of
+    its files is not what `ser train` writes (checked before anything is built)."""
     run_dir = Path(run_dir)
     model = run_dir / "model.pt"
     if not model.is_file():
         raise UserError(f"{run_dir}: no model.pt; not a finished `ser train` run (rerun it to finish)")
     payload = load_artifact(model, KIND, FORMAT_VERSION, "ser train", "run model", device)
-    settings = TrainSettings.from_mapping(payload["settings"])
-    learner = restore_learner(settings, payload["learner"], device)
+    settings, learner_state = _check_payload(model, payload)
+    accuracy, info = _read_matrices(run_dir, settings.n_tasks), _read_json(run_dir / "run.json")
+    try:
+        learner = restore_learner(settings, learner_state, device)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"{model}: its weights do not fit its settings ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
     return LoadedRun(run_dir, settings, learner, list(payload["class_names"]), dict(payload["provenance"]),
-                     _read_matrices(run_dir), _read_json(run_dir / "run.json"))
+                     accuracy, info)
 
 
-def _read_matrices(run_dir: Path) -> dict[str, np.ndarray]:
+def _check_payload(path: Path, payload: dict[str, Any]) -> tuple[TrainSettings, dict[str, Any]]:
+    """The run's settings and learner state, after checking every entry's type, the names and the weights."""
+    for key, kind in (("settings", dict), ("learner", dict), ("class_names", list), ("provenance", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise UserError(f"{path}: its {key} must be a {kind.__name__}; the file is damaged or crafted")
+    try:
+        settings = TrainSettings.from_mapping(payload["settings"])
+    except UserError as err:
+        raise UserError(f"{path}: settings: {err}") from None
+    names = payload["class_names"]
+    if len(names) != settings.n_classes or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: holds {len(names)} class names for the {settings.n_classes} classes of its settings")
+    bad = first_nonfinite(payload["learner"])
+    if bad is not None:
+        raise UserError(f"{path}: weight {bad} holds NaN or inf (the training diverged); retrain the run")
+    return settings, payload["learner"]
+
+
+def _read_matrices(run_dir: Path, n_tasks: int) -> dict[str, np.ndarray]:
     path = run_dir / "accuracy_matrix.json"
     raw = _read_json(path)
     missing = [k for k in ("class_il", "task_il") if not isinstance(raw.get(k), list)]
     if missing:
         raise UserError(f"{path}: {'missing' if not path.is_file() else 'lacks ' + ', '.join(missing)}; "
                         "not a finished `ser train` run (rerun it to finish)")
-    return {k: np.array([[math.nan if v is None else v for v in row] for row in raw[k]], dtype=float)
-            for k in ("class_il", "task_il") if k in raw}
+    return {k: _matrix(path, k, raw[k], n_tasks) for k in ("class_il", "task_il")}
+
+
+def _matrix(path: Path, key: str, rows: list[Any], n_tasks: int) -> np.ndarray:
+    """One accuracy matrix: at most `n_tasks` rows of `n_tasks` percentages (null: not evaluated)."""
+    ok = len(rows) <= n_tasks and all(
+        isinstance(row, list) and len(row) == n_tasks and all(
+            v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100 for v in row)
+        for row in rows)
+    if not ok:
+        raise UserError(f"{path}: {key} must be rows of {n_tasks} accuracies in 0..100 or null, one row per task "
+                        "trained; not what `ser train` writes")
+    return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path}: not valid JSON") from None
+    return read_json_object(path) if path.exists() else {}

@@ -26,6 +26,7 @@ from ser_cli.data.importers.resize import resize_image
 from ser_cli.models import checkpoint
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runtime.checkpoint import check_format_version
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
 
@@ -72,23 +73,32 @@ def load_saliency_model(path: Path, device: torch.device | str = "cpu") -> Salie
     if kind not in MADE_BY:
         raise UserError(f"{path}: not a model written by `ser pretrain-saliency` or `ser train`")
     made_by, version = MADE_BY[kind]
-    if int(payload.get("format_version", 0)) > version:
-        raise UserError(f"{path}: format {payload['format_version']} is newer than this ser supports; upgrade ser")
+    check_format_version(path, payload, version)
     config, weights, data = _saliency_part(path, payload) if kind == run_io.KIND else (
-        payload["config"], payload["state_dict"], payload.get("meta", {}).get("data"))
-    fingerprint = payload.get("provenance", {}).get("data_fingerprint") or payload.get("data_fingerprint")
-    net = SaliencyNet(**config)
-    net.load_state_dict(weights)
-    return SaliencyModel(path, net.to(device).eval(), made_by, data, fingerprint, file_sha256(path))
+        payload.get("config"), payload.get("state_dict"), _get(payload, "meta", "data"))
+    fingerprint = _get(payload, "provenance", "data_fingerprint") or payload.get("data_fingerprint")
+    net = checkpoint.saliency_net_from(path, config, weights)
+    return SaliencyModel(path, net.to(device).eval(), made_by, _text(data), _text(fingerprint), file_sha256(path))
 
 
-def _saliency_part(path: Path, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor], str | None]:
+def _get(payload: dict[str, Any], section: str, key: str) -> Any:
+    """payload[section][key], or None when either is missing or the section is not a mapping (a crafted file)."""
+    part = payload.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _saliency_part(path: Path, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(config, weights, training data) of a run's saliency branch."""
-    learner = payload["learner"]
-    if "saliency" not in learner:
+    learner = payload.get("learner")
+    if not isinstance(learner, dict) or "saliency" not in learner:
         raise UserError(f"{path}: a `ser train` run without SER has no saliency branch; give a SER run's model.pt "
                         "or a `ser pretrain-saliency` model.pt")
-    return learner["saliency_config"], learner["saliency"]["net"], payload.get("provenance", {}).get("data")
+    net = learner["saliency"].get("net") if isinstance(learner["saliency"], dict) else None
+    return learner.get("saliency_config"), net, _get(payload, "provenance", "data")
 
 
 def map_at(pred: Tensor, size: tuple[int, int]) -> np.ndarray:

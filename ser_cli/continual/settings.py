@@ -24,6 +24,12 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
 from ser_cli.runtime.section import MEMORY_FORMAT_HELP, PRECISION_HELP, MemoryFormat, Precision, Section, error_message
 
+# Sane bounds of every float setting (and of seeds): a learning rate of 1e30 only makes NaN weights, and a seed
+# beyond 2**32 - 1 fails deep in numpy's seeding.
+MAX_LR = 10.0
+MAX_WEIGHT = 1000.0  # loss weights, temperatures and step factors
+MAX_SEED = 2**32 - 1
+
 
 class MethodKnobs(Section):
     """The hyperparameters one method alone reads; subclass it per method and register it with `method_knobs`."""
@@ -43,14 +49,14 @@ def method_knobs(method: str) -> Callable[[K], K]:
 class DerKnobs(MethodKnobs):
     """DER's knobs (Buzzega et al., NeurIPS 2020; `methods/der.py`)."""
 
-    alpha: float = Field(0.1, ge=0, description="DER/DER++ logit-replay weight.")
+    alpha: float = Field(0.1, ge=0, le=MAX_WEIGHT, description="DER/DER++ logit-replay weight.")
 
 
 @method_knobs("derpp")
 class DerppKnobs(DerKnobs):
     """DER++'s knobs: DER's `alpha` and the label-replay weight (`methods/derpp.py`)."""
 
-    beta: float = Field(0.5, ge=0, description="DER++ label-replay weight.")
+    beta: float = Field(0.5, ge=0, le=MAX_WEIGHT, description="DER++ label-replay weight.")
 
 
 @method_knobs("cope")
@@ -58,7 +64,8 @@ class CopeKnobs(MethodKnobs):
     """CoPE's knobs (De Lange & Tuytelaars, ICCV 2021; `methods/cope.py`)."""
 
     cope_dim: int = Field(256, ge=1, description="CoPE embedding and prototype width.")
-    cope_temperature: float = Field(0.05, gt=0, description="CoPE temperature T of the PPP loss and the logits cos/T.")
+    cope_temperature: float = Field(0.05, gt=0, le=MAX_WEIGHT,
+                                    description="CoPE temperature T of the PPP loss and the logits cos/T.")
     cope_momentum: float = Field(0.9, ge=0, lt=1, description="CoPE prototype momentum m: p <- normalise(m p + (1 - m) "
                                  "class mean of the batch's embeddings).")
     cope_iterations: int = Field(5, ge=1, description="CoPE inner iterations per stream batch, each with a new replay "
@@ -96,14 +103,15 @@ class _LeadingFields(Section):
     batch_size: int = Field(8, ge=1, description="Stream batch size.")
     minibatch_size: int = Field(8, ge=1, description="Replay draw size.")
     buffer_size: int = Field(2000, ge=0, description="Replay buffer capacity in images.")
-    lr: float = Field(0.01, gt=0, description="Classifier SGD learning rate (MNP parameters included).")
+    lr: float = Field(0.01, gt=0, le=MAX_LR, description="Classifier SGD learning rate (MNP parameters included).")
     momentum: float = Field(0.0, ge=0, lt=1, description="Classifier SGD momentum (paper: 0).")
-    weight_decay: float = Field(0.0, ge=0, description="Classifier SGD weight decay (paper: 0).")
-    seed: int = Field(0, ge=0, description="Seeds weights, buffer decisions, replay draws and the data order.")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="Classifier SGD weight decay (paper: 0).")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="Seeds weights, buffer decisions, replay draws and the data order.")
     mnp: str = Field("multiply", description="Modulation: multiply, dwseparable, aggregate.")
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
-    sal_lr: float = Field(0.005, gt=0, description="Saliency decoder learning rate (encoder: 0.1x).")
+    sal_lr: float = Field(0.005, gt=0, le=MAX_LR, description="Saliency decoder learning rate (encoder: 0.1x).")
 
 
 class TrainFields(*_knob_bases(), _LeadingFields):

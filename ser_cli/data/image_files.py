@@ -26,6 +26,7 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 FORMATS = frozenset({"JPEG", "PNG"})
 MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 OUTPUT_SUFFIXES = ("", "_overlay")  # NAME.png and NAME_overlay.png
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to 150 MB; beyond, a map at that size is not worth the memory
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ def _walk(folder: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        # regular files only: opening a FIFO named `x.png` would block forever
         found += [Path(dirpath, f) for f in filenames
-                  if not f.startswith(".") and Path(f).suffix.lower() in SUFFIXES]
+                  if not f.startswith(".") and Path(f).suffix.lower() in SUFFIXES and Path(dirpath, f).is_file()]
     return sorted(found)
 
 
@@ -114,10 +116,15 @@ def read_image(path: Path) -> Image.Image:
     Raises:
         UserError: empty, unreadable, truncated, not JPEG / PNG, or in an unsupported mode.
     """
+    if not Path(path).is_file():  # a FIFO or device: Image.open would block or read forever
+        raise UserError(f"{path}: not a regular file (a folder, device, FIFO or socket)")
     try:
         with Image.open(path) as image:
             if image.format not in FORMATS:
                 raise UserError(f"{path}: a {image.format or 'unknown'} image; only JPEG and PNG are read")
+            if image.width * image.height > MAX_PIXELS:  # refused before decoding: 12000x12000 RGB is 432 MB
+                raise UserError(f"{path}: {image.width}x{image.height} pixels, more than the {MAX_PIXELS // 10**6} "
+                                "megapixels read; downscale it first")
             if image.mode not in MODES:
                 raise UserError(f"{path}: unsupported image mode {image.mode} (8-bit greyscale, palette, RGB, "
                                 "RGBA or CMYK are read)")

@@ -16,6 +16,7 @@ Writing them (resumable work files, the shard plan, the final assembly) lives in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ser_cli.data.checksum import checksum_state, stored_checksums
 from ser_cli.data.schema import MAPS_KIND, SPLITS, open_checked, read_attr
 from ser_cli.data.store import DataFile
 from ser_cli.runtime.errors import UserError
@@ -86,7 +88,8 @@ class MapsLayout:
 class MapsFile:
     """A validated, closed view of a complete maps file; `read` opens it briefly."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, verify: bool = True) -> None:
+        """Open and check against the schema and, with `verify`, the content checksums (`ser_cli.data.checksum`)."""
         self.path = Path(path)
         with open_checked(self.path, MAPS_KIND) as h5:
             a, p = h5.attrs, self.path
@@ -99,11 +102,12 @@ class MapsFile:
             self.ser_version = str(a.get("ser_version", ""))
             self.height, self.width = read_attr(p, a, "height", int), read_attr(p, a, "width", int)
             self.compression = str(a.get("compression", "none"))
-            self.sizes = {s: int(h5[s]["maps"].shape[0]) for s in SPLITS}
-            for split in SPLITS:  # uint8 by the schema: no NaN or negative value can hide in a valid file
-                if h5[split]["maps"].dtype != np.uint8:
-                    raise UserError(f"{p}: /{split}/maps is {h5[split]['maps'].dtype}, expected uint8 maps written by "
-                                    "`ser precompute`")
+            self.sizes = {s: int(h5[s]["maps"].shape[0]) for s in SPLITS}  # uint8 by the schema: no NaN hides
+            self.checksums = checksum_state(h5, p, verify)
+            stored = stored_checksums(h5)
+            # what the maps are, byte for byte: part of a run's identity, so a resume refuses other maps
+            self.content = None if stored is None else hashlib.sha256(
+                json.dumps(stored, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def from_dataset(self) -> bool:
@@ -116,11 +120,13 @@ class MapsFile:
         return self.model_sha256 if self.model_sha256 is not None else self.method
 
     def identity(self) -> str:
-        """Which maps these are: the data file they were made for and the model (or dataset, or method) that made them.
+        """Which maps these are: the data file they were made for, the model (or dataset, or method) that made them
+        and, for a file with checksums, its content (`FINGERPRINT:SOURCE:CONTENT`).
 
-        Unchanged for the files written before `method` existed: `FINGERPRINT:MODEL_SHA256`.
+        Unchanged for the files written before checksums existed: `FINGERPRINT:MODEL_SHA256`.
         """
-        return f"{self.data_fingerprint}:{self.source}"
+        content = f":{self.content}" if self.content else ""
+        return f"{self.data_fingerprint}:{self.source}{content}"
 
     def info(self) -> dict[str, Any]:
         """What `ser data info` shows of a maps file, as plain JSON-able values."""
@@ -137,6 +143,7 @@ class MapsFile:
             "compression": self.compression,
             "compression_level": self.compression_level,
             "ser_version": self.ser_version,
+            "checksums": self.checksums,
         }
 
     def check_matches(self, data_file: DataFile) -> None:

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ser_cli import __version__
+from ser_cli.data.checksum import write_checksums
 from ser_cli.data.maps import MapsLayout
 from ser_cli.data.schema import MAPS_KIND, SCHEMA_VERSION, SPLITS
 from ser_cli.runtime.atomic import atomic_path
@@ -177,6 +178,7 @@ def assemble_maps_file(
                 target = layout.create_maps(h5.create_group(split), split)
                 _copy_chunks([s[split] for s in sources], target, plan.owners(split), split)
             _write_attrs(h5, layout, attrs)
+            write_checksums(h5)
     finally:
         for s in sources:
             s.close()

@@ -20,9 +20,12 @@ and pixels, set when complete: maps, masks and fixations are not part of it), `c
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from ser_cli.runtime.errors import UserError
 
@@ -48,10 +51,11 @@ def open_checked(path: Path, kind: str) -> h5py.File:
                         "re-download it") from None
     try:
         _check_attrs(h5, path, kind)
+        check_layout(h5, path, kind)
     except UserError:
         h5.close()
         raise
-    except (OSError, KeyError, ValueError, TypeError) as err:  # damaged metadata deeper in the file
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # damaged metadata deeper in the file
         h5.close()
         raise UserError(f"{path}: damaged HDF5 metadata ({_first_line(err)}); rewrite or re-download it") from None
     return h5
@@ -90,6 +94,8 @@ def _check_attrs(h5: h5py.File, path: Path, kind: str) -> None:
     version = h5.attrs.get("schema_version")
     if version is None:
         raise UserError(f"{path}: no schema_version attribute; not a file written by `ser`")
+    if int(version) < 1:
+        raise UserError(f"{path}: schema version {int(version)} is not one ser ever wrote (1..{SCHEMA_VERSION})")
     if int(version) > SCHEMA_VERSION:
         raise UserError(f"{path}: schema version {int(version)} is newer than this ser supports ({SCHEMA_VERSION}); "
                         "upgrade ser")
@@ -106,3 +112,90 @@ def _check_attrs(h5: h5py.File, path: Path, kind: str) -> None:
                 raise UserError(f"{path}: missing required dataset '/{split}/{name}'")
         if kind == DATASET_KIND and "images" not in h5[split] and "images_encoded" not in h5[split]:
             raise UserError(f"{path}: missing required dataset '/{split}/images'")
+
+
+MAX_SIDE = 1 << 16  # no image or map side of a real file comes near it; a larger one is damage, not data
+
+
+def check_layout(h5: h5py.File, path: Path, kind: str) -> None:
+    """The file's datasets against the schema: dtypes, shapes, the sizes in the attributes, label ranges and names.
+
+    Raises:
+        UserError: the first dataset or attribute that is not what `ser` writes, named.
+    """
+    height, width = (_side(h5, path, name) for name in ("height", "width"))
+    if kind == MAPS_KIND:
+        for split in SPLITS:
+            _expect(path, h5[split], split, "maps", np.dtype(np.uint8), (None, height, width))
+        return
+    names = class_names(h5, path)
+    labels = {split: _check_split(h5[split], path, split, height, width, len(names)) for split in SPLITS}
+    lost = sorted(set(labels["train"].tolist()) - set(labels["test"].tolist()))
+    if lost:
+        raise UserError(f"{path}: /test/labels has no image of class {names[lost[0]]!r} (label {lost[0]}), which "
+                        "/train/labels has; the test split lost a class")
+
+
+def class_names(h5: h5py.File, path: Path) -> list[str]:
+    """The `class_names` attribute: a JSON list of distinct, printable, non-empty strings."""
+    try:
+        names = json.loads(h5.attrs["class_names"]) if "class_names" in h5.attrs else None
+    except (TypeError, ValueError):
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"{path}: attribute 'class_names' must be a JSON list of class names")
+    if any(unicodedata.category(c) == "Cc" for n in names for c in n):  # terminal escapes, NUL, newlines
+        raise UserError(f"{path}: attribute 'class_names' holds control characters; not a file written by `ser`")
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: attribute 'class_names' names a class twice")
+    return names
+
+
+def _side(h5: h5py.File, path: Path, name: str) -> int:
+    value = h5.attrs.get(name)
+    if not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= MAX_SIDE:
+        shown = value.item() if isinstance(value, np.generic) else value
+        raise UserError(f"{path}: attribute '{name}' must be an integer in 1..{MAX_SIDE} (got {shown!r})")
+    return int(value)
+
+
+def _check_split(group: h5py.Group, path: Path, split: str, height: int, width: int, n_classes: int) -> np.ndarray:
+    """Check one split of a data file; returns its labels."""
+    labels = _expect(path, group, split, "labels", "integer", (None,))
+    n = labels.shape[0]
+    if "images" in group:
+        _expect(path, group, split, "images", np.dtype(np.uint8), (n, height, width, 3))
+    else:
+        encoded = _expect(path, group, split, "images_encoded", "vlen uint8", (n,))
+        if h5py.check_vlen_dtype(encoded.dtype) != np.uint8:
+            raise UserError(f"{path}: /{split}/images_encoded is {encoded.dtype}, expected vlen uint8")
+    for name in ("maps", "masks"):
+        if name in group:
+            _expect(path, group, split, name, np.dtype(np.uint8), (n, height, width))
+    if "done" in group:
+        _expect(path, group, split, "done", np.dtype(bool), (n,))
+    if ("fixations" in group) != ("fixation_ptr" in group):
+        raise UserError(f"{path}: /{split} has only one of 'fixations' and 'fixation_ptr'")
+    if "fixations" in group:
+        _expect(path, group, split, "fixations", "integer", (None, 4))
+        _expect(path, group, split, "fixation_ptr", "integer", (n + 1,))
+    values = labels[:]
+    bad = values[(values < 0) | (values >= n_classes)]
+    if len(bad):
+        raise UserError(f"{path}: /{split}/labels holds {int(bad[0])}, outside the {n_classes} classes "
+                        f"0..{n_classes - 1} that 'class_names' names")
+    return values
+
+
+def _expect(path: Path, group: h5py.Group, split: str, name: str, dtype: np.dtype | str,
+            shape: tuple[int | None, ...]) -> h5py.Dataset:
+    """`group[name]`, checked to be a dataset of `dtype` ("integer": any integer type) and `shape` (None: any)."""
+    ds = group.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise UserError(f"{path}: missing required dataset '/{split}/{name}'")
+    if dtype == "integer" and ds.dtype.kind not in "iu" or isinstance(dtype, np.dtype) and ds.dtype != dtype:
+        raise UserError(f"{path}: /{split}/{name} is {ds.dtype}, expected {dtype}")
+    if len(ds.shape) != len(shape) or any(w is not None and g != w for g, w in zip(ds.shape, shape, strict=True)):
+        want = "(" + ", ".join("N" if w is None else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise UserError(f"{path}: /{split}/{name} has shape {ds.shape}, expected {want}")
+    return ds

@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ser_cli.data.checksum import checksum_state
 from ser_cli.data.fingerprint import split_fingerprint
 from ser_cli.data.schema import DATASET_KIND, SPLITS, open_checked, read_attr
 from ser_cli.runtime.errors import UserError
@@ -34,7 +35,9 @@ class SplitInfo:
 class DataFile:
     """A validated, closed view of a data file's metadata; see `read_split` for the arrays."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, verify: bool = True) -> None:
+        """Open, check against the schema (`schema.check_layout`) and, with `verify`, against the content checksums
+        (`ser_cli.data.checksum`; `checksums` says what was found: verified, absent or unchecked)."""
         self.path = Path(path)
         with open_checked(self.path, DATASET_KIND) as h5:
             a, p = h5.attrs, self.path
@@ -43,18 +46,11 @@ class DataFile:
             self.storage = str(a.get("storage", "raw"))
             self.class_names: list[str] = read_attr(p, a, "class_names", json.loads)
             self.provenance: dict[str, Any] = read_attr(p, a, "provenance", json.loads, default={})
+            if not isinstance(self.provenance, dict):
+                raise UserError(f"{p}: attribute 'provenance' must be a JSON object")
             self.fingerprint = str(read_attr(p, a, "fingerprint"))
             self.splits = {s: self._split_info(h5[s]) for s in SPLITS}
-        self._check_lengths()
-
-    def _check_lengths(self) -> None:
-        with h5py.File(self.path, "r", locking=False) as h5:
-            for split in SPLITS:
-                group, n = h5[split], self.splits[split].size
-                for name in ("images", "images_encoded", "maps", "masks"):
-                    if name in group and group[name].shape[0] != n:
-                        raise UserError(f"{self.path}: /{split}/{name} has {group[name].shape[0]} rows but "
-                                        f"/{split}/labels has {n}; the file is damaged")
+            self.checksums = checksum_state(h5, p, verify)
 
     @staticmethod
     def _split_info(group: h5py.Group) -> SplitInfo:
@@ -106,6 +102,7 @@ class DataFile:
             "splits": {s: {"images": i.size, "has_maps": i.has_maps, "has_masks": i.has_masks,
                            "fixations": i.n_fixations, "per_class": counts[s]} for s, i in self.splits.items()},
             "fingerprint": self.fingerprint,
+            "checksums": self.checksums,
             "provenance": self.provenance,
         }
 

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from ser_cli import __version__
+from ser_cli.data.checksum import write_checksums
 from ser_cli.data.fingerprint import data_fingerprint
 from ser_cli.data.schema import DATASET_KIND, SCHEMA_VERSION
 from ser_cli.runtime.disk import check_free_space
@@ -156,8 +157,9 @@ class StoreWriter:
         group["fixation_ptr"][:] = ptr
 
     def finalize(self) -> Path:
-        """Fingerprint, mark complete, close and rename to the final name; returns that name."""
+        """Fingerprint, checksums, mark complete, close and rename to the final name; returns that name."""
         self.h5.attrs["fingerprint"] = data_fingerprint(self.h5)
+        write_checksums(self.h5)
         self.h5.attrs["complete"] = True
         self.h5.close()
         os.replace(partial_path(self.path), self.path)

@@ -25,6 +25,7 @@ from ser_cli.runtime.errors import UserError
 
 DECODER_BN_MOMENTUM = 0.01
 SKIP_DROPOUT = 0.6
+MAX_GAUSSIANS = 64  # the bound of saliency.n_gaussians (`ser_cli.config`)
 PRIOR_SCALE = 6.0  # UNISAL's amplitude for the prior maps, comparable to ReLU feature magnitudes
 
 
@@ -191,11 +192,11 @@ class SaliencyNet(nn.Module):
             n_gaussians: Learned Gaussian prior maps in the decoder; 0 (the paper's setting) for none.
 
         Raises:
-            UserError: unknown backbone or negative `n_gaussians`.
+            UserError: unknown backbone or `n_gaussians` outside 0..MAX_GAUSSIANS.
         """
         super().__init__()
-        if n_gaussians < 0:
-            raise UserError(f"n_gaussians must be >= 0, got {n_gaussians}")
+        if not 0 <= n_gaussians <= MAX_GAUSSIANS:  # a crafted model.pt's 1e11 would allocate before failing
+            raise UserError(f"n_gaussians must be in 0..{MAX_GAUSSIANS}, got {n_gaussians}")
         self.backbone_name = backbone
         self.n_gaussians = n_gaussians
         self.encoder: Backbone = build_backbone(backbone, num_classes=1)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ser_cli.continual.run_identity import START_WEIGHTS
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.json_files import read_json_object
 
 DROP_METRICS = ("class_il_final_avg_acc", "task_il_final_avg_acc")
 
@@ -82,21 +83,24 @@ def load_eval(path: Path) -> EvalRecord:
             raise UserError(f"{path}: not an evaluation folder (no {name}); make it with `ser evaluate --out {path}`")
     metrics = _read_json(path / "metrics.json")
     info = _read_json(path / "run.json")
-    if "config_hash" not in info or "fingerprint" not in info.get("data", {}):
+    data = info.get("data")
+    if not isinstance(info.get("config_hash"), str) or not isinstance(data, dict) or "fingerprint" not in data:
         raise UserError(f"{path / 'run.json'}: lacks config_hash or data.fingerprint; rerun `ser evaluate`")
-    return EvalRecord(path, {k: _number(v) for k, v in metrics.items()}, info, _read_avg_accuracy(path),
+    return EvalRecord(path, {k: _number(v, path / "metrics.json", k) for k, v in metrics.items()}, info,
+                      _read_avg_accuracy(path),
                       _read_robustness(path))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    return read_json_object(path)
 
 
-def _number(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+def _number(value: Any, path: Path | None = None, key: str = "") -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{path}: {key} must be a number or null (got {type(value).__name__})")
+    return float(value)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

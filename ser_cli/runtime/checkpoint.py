@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ser_cli.runtime.atomic import atomic_path, remove_stale_temporaries
-from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.progress import log
 
 
@@ -29,8 +29,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         path: Destination, e.g. `runs/saliency/checkpoint.pt`.
         state: Tensors, state dicts and plain values (anything `torch.load(weights_only=True)` reads back).
     """
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as err:  # torch's zip writer reports a full disk as "file write failed", not as ENOSPC
+        if not any(word in str(err) for word in ("inline_container", "PytorchStreamWriter", "write")):
+            raise
+        raise RunFailure(f"{path}: could not be written ({str(err).splitlines()[-1].strip()[:80]}); no space left on "
+                         "the device? free some space and rerun: the previous file is kept") from None
 
 
 def load_checkpoint(path: Path, expected_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -129,6 +135,33 @@ def load_artifact(path: Path, kind: str, format_version: int, made_by: str, what
         raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         raise UserError(f"{path}: not a model written by `{made_by}`")
-    if int(payload.get("format_version", 0)) > format_version:
-        raise UserError(f"{path}: format {payload['format_version']} is newer than this ser supports; upgrade ser")
+    check_format_version(path, payload, format_version)
     return payload
+
+
+def check_format_version(path: Path, payload: dict[str, Any], format_version: int) -> None:
+    """UserError unless the payload's `format_version` is an integer from 1 to `format_version`."""
+    version = payload.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: format_version {version!r} is not one ser writes; the file is damaged or crafted")
+    if version > format_version:
+        raise UserError(f"{path}: format {version} is newer than this ser supports; upgrade ser")
+
+
+def first_nonfinite(state: Any, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf in a (nested) state dict, or None."""
+    if isinstance(state, torch.Tensor):
+        return prefix or "tensor" if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = first_nonfinite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_nonfinite(state: Any, what: str) -> None:
+    """RunFailure `WHAT NAME holds NaN or inf` when `first_nonfinite` finds one (a diverged training's weights)."""
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise RunFailure(f"{what} {bad} holds NaN or inf (the training diverged); lower the learning rate")

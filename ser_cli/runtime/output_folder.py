@@ -48,8 +48,8 @@ def check_disjoint(outputs: dict[str, Path | None], inputs: dict[str, Path | Non
         outputs: Option name -> output path (None: not given).
         inputs: Option name -> input path (None: not given).
     """
-    outs = {name: Path(p).resolve() for name, p in outputs.items() if p is not None}
-    ins = {name: Path(p).resolve() for name, p in inputs.items() if p is not None}
+    outs = {name: _resolved(name, Path(p)) for name, p in outputs.items() if p is not None}
+    ins = {name: _resolved(name, Path(p)) for name, p in inputs.items() if p is not None}
     for out_name, out in outs.items():
         for in_name, src in ins.items():
             relation = _relation(out, src)
@@ -61,6 +61,14 @@ def check_disjoint(outputs: dict[str, Path | None], inputs: dict[str, Path | Non
         for b in names[i + 1:]:
             if _relation(outs[a], outs[b]):
                 raise UserError(f"{a} {outputs[a]} and {b} {outputs[b]}: the same path or one inside the other")
+
+
+def _resolved(name: str, path: Path) -> Path:
+    """`path.resolve()`; a symbolic-link loop on the way (resolve raises RuntimeError, stat ELOOP) is one line."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        raise UserError(f"{name} {path}: a loop of symbolic links; point it at a real file or folder") from None
 
 
 def _relation(out: Path, src: Path) -> str | None:

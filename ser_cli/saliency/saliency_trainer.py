@@ -34,6 +34,7 @@ from ser_cli.data.dataset import collate
 from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime import distributed
+from ser_cli.runtime.checkpoint import first_nonfinite
 from ser_cli.runtime.device import autocast, fused_optimizer_option
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.seeding import derive_seed
@@ -172,13 +173,16 @@ class SaliencyTrainer:
         """Mean training loss and CC over the current epoch's steps of every rank (one host sync).
 
         Raises:
-            RunFailure: the loss is not finite (diverged).
+            RunFailure: the loss or a weight is not finite (diverged).
         """
         steps = max(self.step, 1) * self.info.world_size
         loss_sum, cc_sum = distributed.all_sum_(self._sums.clone()).tolist()
         mean_loss = loss_sum / steps
         if not np.isfinite(mean_loss):
             raise RunFailure(f"saliency loss became {mean_loss} in epoch {self.epoch + 1}; lower saliency.lr")
+        bad = first_nonfinite(self.net.state_dict())  # once per epoch: the weights can diverge before the loss shows it
+        if bad is not None:
+            raise RunFailure(f"saliency weight {bad} became NaN or inf in epoch {self.epoch + 1}; lower saliency.lr")
         return mean_loss, cc_sum / steps
 
     def precise_bn(self, n_batches: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ser_cli.config_loader import safe_yaml
 from ser_cli.runtime.errors import UserError
 
 BUILTIN_PACKAGE = "ser_cli.data.class_orders"
@@ -59,7 +60,7 @@ def _read(path: Path) -> Any:
         text = path.read_text()
         if path.suffix == ".txt":
             return [line.strip() for line in text.splitlines() if line.strip()]
-        return yaml.safe_load(text)
+        return safe_yaml(text, str(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise UserError(f"{path}: unreadable class order ({type(err).__name__})") from None
 
