@@ -172,6 +172,8 @@ def test_evaluate_metrics_of_an_ser_run(ser_eval: tuple, tiny_synth: Path, maps_
                                               rel=1e-4)
     assert m["saliency_cc"] == pytest.approx(np.mean([np.corrcoef(p.ravel(), q.ravel())[0, 1]
                                                       for p, q in zip(maps_np, targets, strict=True)]), rel=1e-4)
+    # the targets (copied from the data's own maps, quantised to uint8) against that ground truth
+    assert m["targets_gt_cc"] == pytest.approx(1.0, abs=1e-3)
     # SIM, NSS and AUC-Judd: checked against closed forms in test_metrics_saliency; here, that the stage's batching
     # gives the same means as one pass over all images
     for name in ("sim", "nss", "auc_judd"):

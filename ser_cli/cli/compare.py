@@ -56,6 +56,8 @@ def compare(
     # Piped or redirected: Rich would wrap at 80 columns; a log or file reads better with whole rows.
     console = stdout_console if stdout_console.is_terminal else Console(width=WIDE)
     console.print(result.table)
+    for line in result.guide:
+        typer.echo(line)
     if pairs:
         console.print(result.pairs)
     typer.echo(str(result.out))

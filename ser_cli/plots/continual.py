@@ -4,8 +4,11 @@ The accuracy-matrix heatmap and the average-accuracy-after-each-task curve are t
 papers (Lopez-Paz & Ranzato, NeurIPS 2017; Mammoth); robust accuracy against epsilon is the usual adversarial
 figure (Madry et al., ICLR 2018), with epsilon in 1/255 units; the overlay grid draws the saliency map over each
 test image as SER's qualitative figures do (Bellitto et al., NeurIPS 2024). Multi-run figures show the mean over
-seeds with a +-1 standard deviation band. Uses `matplotlib.figure.Figure` directly (no pyplot state, no GUI
-backend) and writes through a temporary name.
+seeds with a +-1 standard deviation band; each method keeps one hue, solid without SER and dashed with it, and a
+grey dotted line marks chance (a uniform guess). Robustness axes are scaled to the data (robust accuracies near
+the floor are not squeezed into a 0-100 axis), with epsilon 0 labelled as the clean accuracy. Saliency overlays
+use a perceptual colour map (magma). Uses `matplotlib.figure.Figure` directly (no pyplot state, no GUI backend)
+and writes through a temporary name.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from matplotlib.image import AxesImage
 from ser_cli.plots.common import save_png
 
 SCENARIOS = (("class_il", "class-IL"), ("task_il", "task-IL"))
+OVERLAY_CMAP = "magma"  # perceptual and dark-to-bright: readable over SynthSal's saturated colours, unlike jet
+CHANCE_STYLE = {"color": "0.45", "linestyle": ":", "linewidth": 1.2}
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
@@ -105,18 +110,25 @@ def plot_robustness(path: Path, rows: list[dict[str, float | str]]) -> Path:
     for attack in dict.fromkeys(str(r["attack"]) for r in rows):
         pts = sorted((float(r["eps_255"]), float(r["accuracy"])) for r in rows if r["attack"] == attack)
         ax.plot(*zip(*pts, strict=True), marker="o", label=attack.upper())
-    _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}))
+    _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}), max(float(r["accuracy"]) for r in rows))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, Path(path))
 
 
-def _robustness_axis(ax: Axes, eps_255: list[float]) -> None:
-    ax.set_xticks(eps_255, [format(e, "g") for e in eps_255])
+def _robustness_axis(ax: Axes, eps_255: list[float], highest: float = 100.0) -> None:
+    """Epsilon ticks with 0 labelled as the clean accuracy; y from 0 to a little above the highest value drawn."""
+    ax.set_xticks(eps_255, ["0\n(clean)" if e == 0 else format(e, "g") for e in eps_255])
     ax.set_xlabel("epsilon (x 1/255, L-inf)")
     ax.set_ylabel("accuracy on attacked images (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, robustness_top(highest))
     ax.grid(alpha=0.3)
+
+
+def robustness_top(highest: float) -> float:
+    """The y-axis top for curves whose highest value (mean + std, chance included) is `highest`: 10 % headroom
+    rounded up to 5 points, at most 100."""
+    return float(min(100.0, 5.0 * np.ceil(max(highest, 1.0) * 1.1 / 5.0)))
 
 
 def plot_saliency_overlay(path: Path, images: np.ndarray, maps: np.ndarray, titles: list[str], map_name: str,
@@ -139,7 +151,7 @@ def plot_saliency_overlay(path: Path, images: np.ndarray, maps: np.ndarray, titl
         for i in range(n):
             axes[r, i].imshow(images[i])
             if overlay is not None:
-                axes[r, i].imshow(_unit(overlay[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                axes[r, i].imshow(_unit(overlay[i]), cmap=OVERLAY_CMAP, alpha=0.5, vmin=0, vmax=1)
             axes[r, i].set_xticks([])
             axes[r, i].set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=8)
@@ -158,12 +170,18 @@ class RunCurves:
         tasks: 1-based task numbers of the accuracy points (T,) (only the last task for a `joint` run).
         accuracy: {"class_il": (mean (T,), std (T,)), "task_il": ...}.
         robustness: {attack: (eps_255 (E,), mean (E,), std (E,))}, epsilon 0 = clean.
+        method: The continual method (one hue per method); "" when unknown (then every run its own colour).
+        ser: Whether SER is on (dashed line).
+        chance: Chance levels in percent: {"class_il": (T,), "task_il": (T,)} after each task, "attacked": (1,).
     """
 
     label: str
     tasks: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accuracy: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     robustness: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    method: str = ""
+    ser: bool = False
+    chance: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # Beyond this many runs a figure's legend goes under the panels, and the runs cycle line styles as well as colours
@@ -179,6 +197,34 @@ def _run_style(i: int) -> dict[str, object]:
     if i < 10:
         return {"color": f"C{i}"}
     return {"color": colormaps["tab20"](i % 20), "linestyle": LINE_STYLES[1 + (i - 10) // 20 % 3]}
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def run_styles(runs: list[RunCurves]) -> list[dict[str, object]]:
+    """One style per run: a hue per method (in order of appearance), solid without SER and dashed with it, and
+    another marker for each further run of the same method and switch (e.g. its spurious-data twin). Runs without a
+    method fall back to `_run_style` (a colour each)."""
+    if not all(run.method for run in runs):
+        return [_run_style(i) for i in range(len(runs))]
+    hues = list(dict.fromkeys(run.method for run in runs))
+    seen: dict[tuple[str, bool], int] = {}
+    styles = []
+    for run in runs:
+        k = hues.index(run.method)
+        repeat = seen[(run.method, run.ser)] = seen.get((run.method, run.ser), -1) + 1
+        styles.append({"color": f"C{k}" if k < 10 else colormaps["tab20"](k % 20),
+                       "linestyle": "--" if run.ser else "-", "marker": MARKERS[repeat % len(MARKERS)]})
+    return styles
+
+
+def shared_chance(runs: list[RunCurves], key: str) -> np.ndarray | None:
+    """The chance level `key` if every run that has one agrees on it (None otherwise: no single line to draw)."""
+    levels = [run.chance[key] for run in runs if key in run.chance]
+    if not levels or any(len(c) != len(levels[0]) or not np.allclose(c, levels[0]) for c in levels):
+        return None
+    return levels[0]
 
 
 def _legend_rows(n_runs: int) -> int:
@@ -208,13 +254,17 @@ def _runs_legend(fig: Figure, axes: np.ndarray, n_runs: int, **inline: str) -> N
 def plot_runs_accuracy(path: Path, runs: list[RunCurves]) -> Path:
     """Average accuracy after each task of every run (group) on one figure: class-IL and task-IL panels."""
     fig, axes = _runs_figure(len(runs), 2)
+    styles = run_styles(runs)
     for ax, (key, title) in zip(axes, SCENARIOS, strict=True):
         T = 1
-        for i, run in enumerate(runs):
+        for run, style in zip(runs, styles, strict=True):
             mean, std = run.accuracy[key]
-            (line,) = ax.plot(run.tasks, mean, marker="o", label=run.label, **_run_style(i))
+            (line,) = ax.plot(run.tasks, mean, label=run.label, **{"marker": "o", **style})
             ax.fill_between(run.tasks, mean - std, mean + std, alpha=0.2, color=line.get_color())
             T = max(T, int(run.tasks.max()))
+        chance = shared_chance(runs, key)
+        if chance is not None:
+            ax.plot(np.arange(1, len(chance) + 1), chance, label="chance", **CHANCE_STYLE)
         _accuracy_axis(ax, T, f"{title} average accuracy (%)")
         ax.set_title(title)
     _runs_legend(fig, axes, len(runs), loc="lower left")
@@ -225,15 +275,21 @@ def plot_runs_robustness(path: Path, runs: list[RunCurves]) -> Path:
     """Robust accuracy against epsilon of every run (group) on one figure, one panel per attack."""
     attacks = list(dict.fromkeys(a for run in runs for a in run.robustness))
     fig, axes = _runs_figure(len(runs), max(1, len(attacks)))
+    styles = run_styles(runs)
+    chance = shared_chance(runs, "attacked")
     for ax, attack in zip(axes, attacks, strict=False):
         eps_all: set[float] = set()
-        for i, run in enumerate(runs):
+        highest = float(chance[0]) if chance is not None else 0.0
+        for run, style in zip(runs, styles, strict=True):
             if attack in run.robustness:
                 eps, mean, std = run.robustness[attack]
-                (line,) = ax.plot(eps, mean, marker="o", label=run.label, **_run_style(i))
+                (line,) = ax.plot(eps, mean, label=run.label, **{"marker": "o", **style})
                 ax.fill_between(eps, mean - std, mean + std, alpha=0.2, color=line.get_color())
                 eps_all.update(float(e) for e in eps)
-        _robustness_axis(ax, sorted(eps_all))
+                highest = max(highest, float(np.max(mean + std)))
+        if chance is not None:
+            ax.axhline(float(chance[0]), label="chance", **CHANCE_STYLE)
+        _robustness_axis(ax, sorted(eps_all), highest)
         ax.set_title(attack.upper())
     _runs_legend(fig, axes, len(runs))
     return save_png(fig, Path(path))

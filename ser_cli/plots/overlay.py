@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import colormaps
 
-COLORMAP = "jet"
+COLORMAP = "magma"  # perceptual, dark to bright: the map reads the same in grey and on saturated images
 MAX_ALPHA = 0.6
 
 

@@ -3,9 +3,13 @@
 Rows are groups (a configuration on a dataset), columns the headline metrics as "mean +- std" over the group's
 seeds (a single run shows its value alone). The headline is: class-IL and task-IL final average accuracy, class-IL
 forgetting, clean accuracy, PGD and FGSM accuracy at a reference budget (2/255 when evaluated, else the smallest),
-the saliency branch's CC, where the classifier looks (Grad-CAM's share on the object, its CC with the target
+the saliency branch's CC against its targets (`branch CC vs targets`: how well SER's branch learned what it was
+given, not how good those targets are), the targets' CC against the data's ground truth where the data has it
+(`targets CC vs GT`), where the classifier looks (Grad-CAM's share on the object, its CC with the target
 maps), test throughput, and, for spurious-dataset groups, the drop in class-IL accuracy from the
-clean dataset. A `maps` column after the run count names what made the saliency maps, shown when some group's were
+clean dataset. A last `chance` row gives what guessing scores in each column it applies to: 100 / classes for
+class-IL, clean and attacked accuracy, 100 / classes per task for task-IL, the object's share of the image for
+Grad-CAM on object. A `maps` column after the run count names what made the saliency maps, shown when some group's were
 not made by a predictor (a classical baseline of `ser precompute --method`, or the data's own). `report.md` adds
 every metric, transposed (one row per metric), so nothing is hidden.
 """
@@ -31,8 +35,10 @@ FIXED_COLUMNS = {
     "class_il_forgetting": "class-IL forgetting",
     "clean_acc": "clean acc",
 }
-TAIL_COLUMNS = {"saliency_cc": "saliency CC", "attention_on_object": "Grad-CAM on object",
-                "attention_saliency_cc": "Grad-CAM CC", "test_images_per_second": "test img/s"}
+TAIL_COLUMNS = {"saliency_cc": "branch CC vs targets", "targets_gt_cc": "targets CC vs GT",
+                "attention_on_object": "Grad-CAM on object", "attention_saliency_cc": "Grad-CAM CC",
+                "test_images_per_second": "test img/s"}
+CHANCE_LABEL = "chance"
 DROP_COLUMN = "spurious drop"
 MAPS_COLUMN = "maps"
 TARGETS_COLUMN = "targets"
@@ -90,6 +96,55 @@ def table_rows(groups: list[Group], columns: dict[str, str]) -> list[list[str]]:
     return rows
 
 
+def chance_row(groups: list[Group], columns: dict[str, str]) -> list[str] | None:
+    """The `chance` row: what a uniform guess scores in each column it applies to ("-" elsewhere), or None when
+    the groups disagree on the class split (the chance levels would differ between rows)."""
+    splits = {(_setting(g, "n_tasks"), _setting(g, "classes_per_task")) for g in groups}
+    if len(splits) != 1 or None in next(iter(splits)):
+        return None
+    n_tasks, per_task = next(iter(splits))
+    every_class = 100.0 / (n_tasks * per_task)
+    object_share = [g.stats["attention_on_object_chance"].mean for g in groups
+                    if g.stats.get("attention_on_object_chance") and g.stats["attention_on_object_chance"].n]
+    cells = []
+    for key in columns:
+        if key == "task_il_final_avg_acc":
+            cells.append(f"{100.0 / per_task:.2f}")
+        elif key in ("class_il_final_avg_acc", "clean_acc") or "_acc_eps_" in key:
+            cells.append(f"{every_class:.2f}")
+        elif key == "attention_on_object" and object_share:
+            cells.append(f"{float(np.mean(object_share)):.2f}")
+        else:
+            cells.append("-")
+    return [CHANCE_LABEL, "-", *(["-"] if shows_targets(groups) else []), *(["-"] if shows_maps(groups) else []),
+            *cells, "-"]
+
+
+def reading_guide(groups: list[Group]) -> list[str]:
+    """Five lines to print under the table: what each column compares against, and what guessing scores."""
+    splits = {(_setting(g, "n_tasks"), _setting(g, "classes_per_task")) for g in groups}
+    n_tasks, per_task = next(iter(splits)) if len(splits) == 1 else (None, None)
+    known = n_tasks is not None and per_task is not None
+    every = f"all {n_tasks * per_task} classes, chance {100 / (n_tasks * per_task):.1f}" if known else "all classes"
+    within = f"{per_task} classes, chance {100 / per_task:.1f}" if known else "its own classes"
+    return [
+        "How to read this table (accuracies in %, averaged over the tasks after the last one):",
+        f"- class-IL acc: one prediction among {every}, no task label; task-IL acc: the task is given, "
+        f"{within}.",
+        "- class-IL forgetting: how far old tasks fell from their best (lower is better); clean / PGD / FGSM acc: "
+        "the final model on clean and attacked test images.",
+        "- branch CC vs targets: SER's saliency branch against the maps it was trained on (not their quality); "
+        "targets CC vs GT: those maps against the data's ground truth.",
+        "- Grad-CAM on object: the classifier's attention on the object (chance: the object's area); Grad-CAM CC: "
+        "against the target maps. The chance row gives guessing levels.",
+    ]
+
+
+def _setting(g: Group, key: str) -> int | None:
+    value = (g.info.get("settings") or {}).get(key)
+    return value if isinstance(value, int) else None
+
+
 def header(columns: dict[str, str], maps: bool = False, targets: bool = False) -> list[str]:
     return ["run", "n", *([TARGETS_COLUMN] if targets else []), *([MAPS_COLUMN] if maps else []),
             *columns.values(), DROP_COLUMN]
@@ -106,6 +161,10 @@ def rich_table(groups: list[Group], columns: dict[str, str]) -> Table:
             table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in table_rows(groups, columns):
         table.add_row(*(Text(cell) for cell in row))  # Text: "[spurious]" is a label, not Rich markup
+    chance = chance_row(groups, columns)
+    if chance is not None:
+        table.add_section()
+        table.add_row(*(Text(cell, style="dim") for cell in chance))
     return table
 
 
@@ -162,7 +221,9 @@ def report_markdown(groups: list[Group], columns: dict[str, str], images: list[P
              "*spurious drop*: class-IL final average accuracy on the clean dataset minus on the spurious one, "
              "same configuration, same test split (percentage points; positive = the spurious feature hurt).", "",
              markdown_table(header(columns, shows_maps(groups), shows_targets(groups)),
-                            table_rows(groups, columns)), "",
+                            table_rows(groups, columns) + [r for r in [chance_row(groups, columns)] if r]), "",
+             "*branch CC vs targets*: SER's saliency branch against the maps it was trained on (not their quality); "
+             "*targets CC vs GT*: those maps against the data's ground-truth maps; *chance*: a uniform guess.", "",
              *pairs_markdown(pairs or []),
              "## Runs", ""]
     for g in groups:
@@ -179,8 +240,9 @@ def report_markdown(groups: list[Group], columns: dict[str, str], images: list[P
 
 
 def group_curves(g: Group) -> RunCurves:
-    """Mean and std over the group's runs of the accuracy and robustness curves (accuracy only if tasks agree)."""
-    curves = RunCurves(g.label)
+    """Mean and std over the group's runs of the accuracy and robustness curves (accuracy only if tasks agree),
+    with the method and SER switch that style its lines and the chance levels."""
+    curves = RunCurves(g.label, method=str(g.info.get("method") or ""), ser=bool(g.info.get("ser")))
     series = [r.avg_accuracy for r in g.records if r.avg_accuracy]
     if series and all(np.array_equal(s["task"], series[0]["task"]) for s in series):
         curves.tasks = series[0]["task"]
@@ -192,7 +254,23 @@ def group_curves(g: Group) -> RunCurves:
         eps = sorted(set.intersection(*(set(t) for t in tables)))
         stacked = np.array([[t[e] for e in eps] for t in tables])  # (runs, E)
         curves.robustness[attack] = (np.array(eps), stacked.mean(0), _std(stacked))
+    curves.chance = chance_curves(g, curves.tasks)
     return curves
+
+
+def chance_curves(g: Group, tasks: np.ndarray) -> dict[str, np.ndarray]:
+    """Chance levels (%) after each task 1..T: class-IL 100 / the classes its argmax ranges over (those seen so far,
+    or all with `class_il_logits: all`), task-IL 100 / classes per task; `attacked`: 100 / the classes seen at the
+    end (clean and attacked accuracy). {} when the run records no class split."""
+    n_tasks, per_task = _setting(g, "n_tasks"), _setting(g, "classes_per_task")
+    if n_tasks is None or per_task is None:
+        return {}
+    T = int(tasks.max()) if len(tasks) else n_tasks
+    after = np.arange(1, T + 1)
+    seen = after * per_task if g.info.get("class_il_logits", "seen") == "seen" else np.full(T, n_tasks * per_task)
+    evaluated = g.info.get("tasks_evaluated") if isinstance(g.info.get("tasks_evaluated"), int) else n_tasks
+    return {"class_il": 100.0 / seen, "task_il": np.full(T, 100.0 / per_task),
+            "attacked": np.array([100.0 / (evaluated * per_task)])}
 
 
 def _std(stacked: np.ndarray) -> np.ndarray:

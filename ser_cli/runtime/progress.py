@@ -18,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 stderr_console = Console(stderr=True)
 
@@ -36,12 +37,24 @@ def is_quiet() -> bool:
     return _quiet or os.environ.get("SER_QUIET") == "1"
 
 
-def progress_bar() -> Progress:
-    """A progress bar on stderr with a description, counts, a postfix field and the time remaining."""
+BAR_WIDTH = 20
+# spinner, a description of about 16 characters, the bar, "1500/1500", elapsed and remaining time, the spaces between
+FIXED_WIDTH = 2 + 17 + BAR_WIDTH + 1 + 10 + 8 + 8
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    """A progress bar on stderr with a description, counts, a postfix field and the time remaining.
+
+    The postfix (losses) gets only the width the rest leaves, cut with an ellipsis: on a narrow terminal (80 columns)
+    the step count and the time remaining stay whole and the losses are what is dropped.
+    """
+    console = console or stderr_console
+    postfix = Column(no_wrap=True, overflow="ellipsis", max_width=max(0, console.width - FIXED_WIDTH))
     return Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=stderr_console, disable=is_quiet(), transient=False,
+        SpinnerColumn(), TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[info]}", table_column=postfix), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=is_quiet(), transient=False,
     )
 
 

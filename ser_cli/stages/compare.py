@@ -14,7 +14,7 @@ import hashlib
 import io
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,14 @@ from ser_cli.plots.continual import plot_runs_accuracy, plot_runs_robustness
 from ser_cli.report.compare import Group, group_evals, load_eval, summary
 from ser_cli.report.pairs import pair_groups, pairs_summary
 from ser_cli.report.provenance_checks import group_provenance, mixing_warnings
-from ser_cli.report.render import group_curves, headline_columns, pairs_table, report_markdown, rich_table
+from ser_cli.report.render import (
+    group_curves,
+    headline_columns,
+    pairs_table,
+    reading_guide,
+    report_markdown,
+    rich_table,
+)
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
@@ -43,6 +50,7 @@ class CompareResult:
     table: Table
     summary: dict[str, Any]
     pairs: Table
+    guide: list[str] = field(default_factory=list)  # how to read the table, printed under it
 
 
 @locks_outputs("out")
@@ -65,18 +73,19 @@ def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
         log(f"[yellow]warning:[/yellow] {warning}")
     if state == "complete":
         log(f"{out}: already complete for these evaluations, nothing to do")
-        return CompareResult(Path(out), table, result, pairs_table(pairs))
+        return CompareResult(Path(out), table, result, pairs_table(pairs), reading_guide(groups))
     tmp = folder.start()
     try:
         images = _figures(groups, tmp)
         write_json_atomic(tmp / "summary.json", result)
         write_text_atomic(tmp / "report.md", report_markdown(groups, columns, images, pairs,
                                                              result["warnings"]))
-        write_text_atomic(tmp / "table.txt", plain_text(table) + (plain_text(pairs_table(pairs)) if pairs else ""))
+        write_text_atomic(tmp / "table.txt", plain_text(table) + "\n".join(reading_guide(groups)) + "\n"
+                          + (plain_text(pairs_table(pairs)) if pairs else ""))
     except BaseException:
         folder.abandon()
         raise
-    return CompareResult(folder.commit(), table, result, pairs_table(pairs))
+    return CompareResult(folder.commit(), table, result, pairs_table(pairs), reading_guide(groups))
 
 
 def experiments_folder(out: Path) -> Path:

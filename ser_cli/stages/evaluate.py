@@ -175,6 +175,25 @@ def _evaluate_into(tmp: Path | None, cfg: EvaluateConfig, model: EvaluableRun, d
                           *_fold(gathered, scope, attacks, epsilons))
 
 
+def targets_truth_cc(data: DataFile, maps_path: Path | None, block: int = 64) -> dict[str, float]:
+    """`targets_gt_cc`: the mean CC of the target maps (the maps file) against the data file's own maps (SynthSal:
+    the ground truth) over the test split, so a report can tell good targets from a branch that copies poor ones;
+    {} without a maps file (the targets are the data's own maps) or without maps in the data."""
+    if maps_path is None or not data.has_maps:
+        return {}
+    import h5py
+
+    from ser_cli.metrics.saliency import cc
+
+    maps, values = MapsFile(maps_path), []
+    with h5py.File(data.path, "r", locking=False) as h5:
+        for start in range(0, maps.sizes["test"], block):
+            targets = torch.from_numpy(maps.read("test", start, start + block)).float()  # (b, H, W) uint8 -> float
+            truth = torch.from_numpy(h5["test"]["maps"][start : start + block]).float()  # (b, H, W)
+            values.append(cc(targets, truth).double())
+    return {"targets_gt_cc": float(torch.cat(values).mean())} if values else {}
+
+
 def _task_name(name: str, rank: distributed.DistInfo) -> str:
     return name + (f" (rank 0 of {rank.world_size})" if rank.is_distributed else "")
 
@@ -201,6 +220,7 @@ def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: Da
     metrics.update(summarise_attention(attention))
     metrics.update(robustness.flat())
     metrics["attack_images"] = robustness.n_images
+    metrics.update(targets_truth_cc(data, maps_path))
     (tmp / "plots").mkdir()
     write_tables(tmp, R, curves, robustness)
     write_figures(tmp, R, curves, robustness, overlay_of(model, scope, loader, cfg.seed))
