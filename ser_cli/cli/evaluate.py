@@ -53,7 +53,7 @@ def evaluate(
     # what else made the run: its host and the weights it started from (runs trained before 2026-12-02: None)
     source = {"run_dir": str(run), "train_host": loaded.provenance.get("host"),
               **{key: loaded.provenance.get(key) for key in START_WEIGHTS},
-              **{f"train_{key}": loaded.provenance.get(key) for key in ("code", "machine", "targets")}}
+              **{f"train_{key}": loaded.provenance.get(key) for key in ("code", "machine", "targets", "executor")}}
     result = stage.run(cfg, loaded, data, out, maps, dev, source=source, overwrite=overwrite)
     if result is None:  # ranks > 0 of a torchrun launch: rank 0 reports
         return

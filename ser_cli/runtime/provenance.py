@@ -9,11 +9,15 @@ another demo table than on an AVX2 one). `code_version` finds the code version, 
 2. a frozen export of the repository (what experiment grids run from): the commit written into `SER_COMMIT` at the
    export's root by `experiments.freeze`;
 3. neither (an installed wheel): the package version alone.
+
+`executor_info` says which job system ran the command: `ser sweep --executor local|slurm` sets `SER_EXECUTOR` and
+`SER_JOB_ID` (submitit's job id) in its jobs' environment; a command run by hand (or by DVC) is `direct`.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -38,6 +42,11 @@ def code_version() -> dict[str, Any]:
     if mark.is_file():
         return {"commit": mark.read_text().strip(), "dirty": False, "source": "export", "version": version}
     return {"commit": None, "dirty": None, "source": "package", "version": version}
+
+
+def executor_info() -> dict[str, Any]:
+    """{"executor": local | slurm | direct, "job_id": submitit's job id or None} of the job running this command."""
+    return {"executor": os.environ.get("SER_EXECUTOR") or "direct", "job_id": os.environ.get("SER_JOB_ID") or None}
 
 
 def code_label(code: dict[str, Any] | None) -> str:

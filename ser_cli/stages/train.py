@@ -44,7 +44,7 @@ from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, mark_owned_folder
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
-from ser_cli.runtime.provenance import code_version, machine_facts
+from ser_cli.runtime.provenance import code_version, executor_info, machine_facts
 from ser_cli.saliency.encoder_init import backbone_weights, classification_weights
 from ser_cli.saliency.targets import check_not_self_made, start_cc, target_source
 
@@ -112,7 +112,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
                   "maps_method": maps_file.method if maps_file else None,
                   "saliency_checkpoint_sha256": saliency_sha, "init_checkpoint_sha256": init_sha,
                   "targets": targets, "host": host_facts(dev), "code": code_version(),
-                  "machine": machine_facts()}
+                  "machine": machine_facts(), "executor": executor_info()}
     save_run_model(out / "model.pt", trainer.learner, settings, data_file.class_names, provenance)
     metrics = {**_metrics(result, clock.total(), dev), **diagnostics_summary(log_rows)}
     _write_outputs(out, params, settings, result, metrics, log_rows, provenance, identity)
