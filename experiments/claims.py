@@ -107,7 +107,7 @@ def main() -> None:
                if not (args.evals / f"{run}_s{seed}" / "metrics.json").is_file()]
     if missing:  # every table cell needs all its runs; a partial grid would give means of different seed sets
         parser.exit(2, f"error: {args.evals}: no finished evaluation {missing[0]} (and {len(missing) - 1} more); "
-                       "run the grid first (python -m experiments.run experiments/evidence.yaml)\n")
+                       "run the grid first (ser sweep experiments/evidence.yaml --executor local)\n")
     text = report(args.evals)
     print(text, end="")
     if args.out:

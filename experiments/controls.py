@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.run import parse_tag
 from ser_cli.report.pairs import PairedDiff, paired_difference
 from ser_cli.runtime.atomic import write_text_atomic
+from ser_cli.sweep_grid import parse_tag
 
 METRICS = {"class_il_final_avg_acc": "class-IL acc", "task_il_final_avg_acc": "task-IL acc",
            "class_il_forgetting": "class-IL forgetting"}

@@ -6,7 +6,8 @@ the commit into its `SER_COMMIT`, which `ser_cli.runtime.provenance.code_version
 it. Run grids from inside the export, with it first on the import path:
 
     python -m experiments.freeze                       # prints the export's folder, e.g. ../ser-grids/1a2b3c4
-    cd ../ser-grids/1a2b3c4 && PYTHONPATH=$PWD python -m experiments.run experiments/grids/e1.yaml --jobs 2
+    cd ../ser-grids/1a2b3c4 &&
+      PYTHONPATH=$PWD python -m ser_cli sweep experiments/grids/e1.yaml --executor local --jobs 2
 
 Uncommitted changes in the checkout never reach the export (it is `HEAD` alone); the command says when there are
 some, since the grid will not run them.

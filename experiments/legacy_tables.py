@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.results_table import write_table
-from experiments.run import parse_tag
+from ser_cli.sweep_grid import parse_tag
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCKS = {"blocks.0": "stem", "blocks.1": "stage1", "blocks.2": "stage2", "blocks.3": "stage3", "blocks.4": "stage4",

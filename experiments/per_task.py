@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.run import parse_tag
+from ser_cli.sweep_grid import parse_tag
 
 
 def read_matrix(path: Path, kind: str) -> dict[tuple[int, int], float]:

@@ -1,6 +1,6 @@
 """A grid's results as one long table: `python -m experiments.results_table OUT DEST.csv`.
 
-One row per run of the grid folder OUT (`experiments/out/NAME`, see `experiments.run`): the run's name and seed, its
+One row per run of the grid folder OUT (`experiments/out/NAME`, see `ser_cli.sweep_grid`): the run's name and seed, its
 configuration (method, SER, config hash, the train settings that tell runs apart), every metric of its evaluation
 (`evals/TAG/metrics.json`), its accuracy curve (`plots/avg_accuracy.csv` as `class_il_after_task_K`, ...), its
 training metrics (`runs/TAG/metrics.json`, prefixed `train_`; from `train_log.csv` the stream cross-entropy at
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.run import parse_tag
 from experiments.task_end_losses import task_end_ce
+from ser_cli.sweep_grid import parse_tag
 
 TASK_END_STEPS = 10  # a task's end: the mean of its last 10 steps, as `experiments.task_end_losses`
 SETTINGS = ("buffer_size", "classifier_init", "n_tasks", "classes_per_task", "backbone", "epochs", "sal_lr",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.run import parse_tag
+from ser_cli.sweep_grid import parse_tag
 
 
 def task_end_ce(log: Path, last: int) -> dict[int, float]:

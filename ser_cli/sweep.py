@@ -3,6 +3,8 @@
 `ser` manages no processes here: each grid point becomes `dvc exp run --queue -n NAME -S ++key=value ...`, and DVC's
 queue runs them (`dvc queue start --jobs N`; with several GPUs, `SER_DEVICE=cuda:auto` gives each job its own).
 Finished experiments are commits DVC keeps; `ser compare --exps --out REPORT` compares their evaluations.
+With `--executor local|slurm` the same points run as submitit jobs instead (`ser_cli.sweep_exec`), which also runs
+the grid files of `ser_cli.sweep_grid`.
 
 Sweep file:
 
@@ -10,6 +12,8 @@ Sweep file:
     set:                      # every combination of these values is one experiment
       train.seed: [0, 1, 2]
       train.buffer_size: [200, 500]
+    out: sweeps/seeds         # --executor local|slurm only: points go to OUT/NAME/ (default sweeps/NAME)
+    executor: {}              # --executor local|slurm only: job options (`ser_cli.sweep_exec`)
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ class Experiment:
 
     def command(self) -> list[str]:
         # `++key=value` (Hydra's add-or-override): a key params.yaml leaves at its default is set too
-        sets = [x for key, value in self.overrides for x in ("-S", f"++{key}={_yaml_value(value)}")]
+        sets = [x for key, value in self.overrides for x in ("-S", f"++{key}={yaml_value(value)}")]
         return ["dvc", "exp", "run", "--queue", "-n", self.name, *sets]
 
 
-def _yaml_value(value: object) -> str:
+def yaml_value(value: object) -> str:
     """A value as DVC's `-S` parses it (YAML): lists and strings survive the round trip."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -55,8 +59,9 @@ def load_sweep(path: Path) -> list[Experiment]:
         UserError: unreadable file, a missing or malformed `name` / `set`, an empty value list.
     """
     spec = load_yaml_file(path, "sweep file")
-    if not isinstance(spec, dict) or set(spec) - {"name", "set"}:
-        raise UserError(f"{path}: a sweep file has the keys `name` and `set` only")
+    if not isinstance(spec, dict) or set(spec) - {"name", "set", "out", "executor"}:
+        raise UserError(f"{path}: a sweep file has the keys `name`, `set`, `out` and `executor` only (a grid file "
+                        "has `runs`)")
     name, grid = spec.get("name"), spec.get("set")
     if not isinstance(name, str) or not NAME.match(name):
         raise UserError(f"{path}: name: letters, digits, '-', '_' and '.' (got {name!r})")

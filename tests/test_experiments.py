@@ -1,5 +1,6 @@
-"""The experiment-grid runner (`python -m experiments.run`): every (run, seed) trained and evaluated, a paired
-report at the end, and a rerun that finds everything complete and redoes nothing."""
+"""An experiment grid run by `ser sweep GRID --executor local` (the grid parsing is tested in test_sweep_exec): every
+(run, seed) trained and evaluated, a paired report at the end, a rerun that finds everything complete and redoes
+nothing, and the experiments' tools (task-end losses, snapshot) on its folders."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.run import load_grid
 from experiments.snapshot import snapshot
 from experiments.task_end_losses import summarize
 from ser_cli.models.checkpoint import save_saliency_checkpoint
@@ -39,34 +39,12 @@ def _grid(tmp_path: Path) -> Path:
     return path
 
 
-def test_jobs_are_seed_major_with_per_run_options(tmp_path: Path) -> None:
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump({"out": "o", "train": ["--data", "a.h5"], "evaluate": ["--data", "a.h5"],
-                                    "seeds": [0, 1], "runs": {"x": ["--method", "er"],
-                                                              "y": {"train": ["--data", "b.h5"],
-                                                                    "evaluate": ["--data", "b.h5"]}}}))
-    _, jobs = load_grid(path)
-    assert [j.tag for j in jobs] == ["x_s0", "y_s0", "x_s1", "y_s1"]
-    train, evaluate = jobs[1].commands()
-    assert train[-6:] == ["--data", "a.h5", "--data", "b.h5", "--seed", "0"]  # the later --data wins
-    assert evaluate[-2:] == ["--data", "b.h5"] and str(jobs[1].run_dir) == "o/runs/y_s0"
-
-
-def test_out_replaces_the_grids_folders_runs_included(tmp_path: Path) -> None:
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump({"out": "o", "runs_dir": "shared/runs", "runs": {"x": ["--method", "er"]}}))
-    assert str(load_grid(path)[1][0].run_dir) == "shared/runs/x_s0"
-    grid, (job,) = load_grid(path, Path("again"))
-    assert grid["out"] == "again" and "runs_dir" not in grid
-    assert (str(job.run_dir), str(job.eval_dir)) == ("again/runs/x_s0", "again/evals/x_s0")
-
-
 @pytest.mark.slow
 def test_a_tiny_grid_runs_reports_pairs_and_resumes_as_a_no_op(tmp_path: Path) -> None:
     grid = _grid(tmp_path)
     # run from the test's folder: no checkout params.yaml (it names a saliency model only `make demo` creates)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "experiments.run", str(grid), "--jobs", "2"]
+    cmd = [sys.executable, "-m", "ser_cli", "sweep", str(grid), "--executor", "local", "--jobs", "2"]
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     out = tmp_path / "out"

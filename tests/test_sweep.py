@@ -1,5 +1,6 @@
 """`ser sweep` (a grid as queued DVC experiments) and `ser compare --exps` (their evaluations out of git), end to
-end on a two-stage pipeline in a temporary repository, plus the sweep file's rules."""
+end on a two-stage pipeline in a temporary repository, the same sweep as submitit jobs (`--executor local`) giving
+the same numbers, plus the sweep file's rules."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_the_grid_is_every_combination_with_names_and_dvc_overrides(tmp_path: Pa
 
 @pytest.mark.parametrize(("spec", "words"), [
     ("name: [", "s.yaml: not valid YAML (line 1)"),
-    ({"name": "x", "set": {"train.seed": [0]}, "jobs": 2}, "has the keys `name` and `set` only"),
+    ({"name": "x", "set": {"train.seed": [0]}, "jobs": 2}, "has the keys `name`, `set`, `out` and `executor` only"),
     ({"name": "a b", "set": {"train.seed": [0]}}, "name: letters, digits"),
     ({"name": "x", "set": {}}, "set: a mapping of parameter keys"),
     ({"name": "x", "set": {"seed": [0]}}, "'seed' is not a parameter key like train.seed"),
@@ -98,4 +99,17 @@ def test_a_queued_sweep_runs_and_compare_groups_its_seeds(tmp_path: Path) -> Non
     assert sorted(values) == sorted(metrics)  # the numbers of the experiments' own commits
     again = json.loads(run(str(BIN / "ser"), "compare", "--exp", "seeds-seed1", "--out", "one", "--json"))
     assert [g["n_runs"] for g in again["groups"]] == [1]
+    # the same sweep as submitit jobs on this machine: the same commands and overrides, the same numbers
+    local = json.loads(run(str(BIN / "ser"), "sweep", "sweep.yaml", "--executor", "local", "--jobs", "2", "--json"))
+    assert local["points"] == {"seeds-seed0": "finished", "seeds-seed1": "finished"}
+    (group,) = json.loads((repo / local["report"] / "summary.json").read_text())["groups"]
+    assert group["n_runs"] == 2 and sorted(group["metrics"]["class_il_final_avg_acc"]["values"]) == sorted(values)
+    by_seed = {yaml.safe_load(run("git", "show", f"{ref}:params.yaml"))["train"]["seed"]:
+               json.loads(run("git", "show", f"{ref}:evals/er/metrics.json"))
+               for ref in run("git", "for-each-ref", "--format=%(refname)", "refs/exps").split() if ref.count("/") == 4}
+    for seed, dvc_metrics in by_seed.items():  # seed by seed, every accuracy and forgetting figure
+        ours = json.loads((repo / "sweeps" / "seeds" / f"seeds-seed{seed}" / "evals" / "er" / "metrics.json")
+                          .read_text())
+        assert {k: v for k, v in ours.items() if "acc" in k or "forgetting" in k} == {
+            k: v for k, v in dvc_metrics.items() if "acc" in k or "forgetting" in k}
     shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
