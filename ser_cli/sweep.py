@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from ser_cli.config_loader import load_yaml_file
+from ser_cli.config_loader import load_params, load_yaml_file
 from ser_cli.runtime.errors import RunFailure, UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -73,8 +73,17 @@ def load_sweep(path: Path) -> list[Experiment]:
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: set.{key}: a non-empty list of values (got {values!r})")
     keys = list(grid)
-    return [Experiment(_name(name, keys, combo), tuple(zip(keys, combo, strict=True)))
-            for combo in itertools.product(*(grid[k] for k in keys))]
+    experiments = [Experiment(_name(name, keys, combo), tuple(zip(keys, combo, strict=True)))
+                   for combo in itertools.product(*(grid[k] for k in keys))]
+    for exp in experiments:  # all of them before anything is queued: a bad point fails now, not inside its run
+        validate(path, exp)
+    return experiments
+
+
+def validate(path: Path, exp: Experiment) -> None:
+    """UserError naming the sweep file, the experiment and the key unless `params.yaml` (of the current folder,
+    the one DVC runs) with the experiment's values passes the same validation every stage runs (`load_params`)."""
+    load_params(None, None, {key: (f"{path}: {exp.name}", value) for key, value in exp.overrides})
 
 
 def _name(prefix: str, keys: list[str], values: tuple) -> str:
