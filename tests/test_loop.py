@@ -110,7 +110,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_after_the_last_good_checkpoint
     trainer.method.loss_terms = poisoned
     with pytest.raises(
         RunFailure,
-        match=r"non-finite loss stream_ce=nan at step 5 \(task 1, epoch 0, batch 1\); the last good state is the "
+        match=r"non-finite loss stream_ce=nan at step 5 \(task 2, epoch 0, batch 1\); the last good state is the "
         r"checkpoint of step 4",
     ):
         trainer.run()

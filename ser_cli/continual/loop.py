@@ -127,7 +127,8 @@ class ContinualTrainer:
                     self._checkpoint()
                 if self.should_stop():
                     self._checkpoint()
-                    raise Interrupted(f"interrupted after step {pos.step} (task {phase.task})")
+                    # tasks are numbered from 1 wherever they are printed (the figures and ser train do so)
+                    raise Interrupted(f"interrupted after step {pos.step} (task {phase.task + 1})")
             pos.epoch, pos.batch = pos.epoch + 1, 0
         self.method.after_task(phase.task)
         self._check_weights(phase)
@@ -155,8 +156,8 @@ class ContinualTrainer:
         if bad:
             pos = self.position
             raise RunFailure(
-                f"non-finite loss {bad[0]}={values[bad[0]]} at step {pos.step} (task {phase.task}, epoch {pos.epoch}, "
-                f"batch {pos.batch}); {self._last_good()}"
+                f"non-finite loss {bad[0]}={values[bad[0]]} at step {pos.step} (task {phase.task + 1}, "
+                f"epoch {pos.epoch}, batch {pos.batch}); {self._last_good()}"
             )
         return values
 
@@ -165,8 +166,8 @@ class ContinualTrainer:
         the weights, so the poisoned state is never checkpointed)."""
         bad = first_nonfinite(self.learner.state_dict())
         if bad is not None:
-            raise RunFailure(f"non-finite weight {bad} at the end of task {phase.task} (step {self.position.step}); "
-                             f"{self._last_good()}")
+            raise RunFailure(f"non-finite weight {bad} at the end of task {phase.task + 1} "
+                             f"(step {self.position.step}); {self._last_good()}")
 
     def _train_batches(self, phase: Phase, epoch: int, skip: int) -> Iterator[Batch]:
         # `skip` batches were consumed before the checkpoint this run resumed from.
