@@ -59,3 +59,16 @@ def test_precompute_is_silent_on_the_same_size_or_an_old_file(models: dict[str, 
     assert code == 0, stderr
     assert _warnings(stderr) == []
 
+
+
+def test_import_says_the_size_it_resizes_to(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "examples" / "make_imagefolder.py"), str(tmp_path / "imgs"),
+                    "--classes", "2", "--size", "40x60", "--train", "2", "--test", "1"], check=True, timeout=60)
+    code, stderr = _cli("data", "import", "imagefolder", str(tmp_path / "imgs"), "--out", str(tmp_path / "own.h5"),
+                        "--set", "data.height=32", "--set", "data.width=48", "--workers", "0")
+    assert code == 0, stderr
+    assert "resizing every image to 32x48 (data.height x data.width;" in stderr

@@ -55,6 +55,9 @@ def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions,
     writer = StoreWriter(out, height=cfg.height, width=cfg.width, class_names=plan.class_names,
                          provenance=provenance, storage=cfg.storage, resume=True, overwrite=overwrite)
     decode = partial(decode_item, size=(cfg.height, cfg.width), read_points=plan.read_points)
+    # said, not silent: a model trained later at another size makes poor maps of these images
+    log(f"resizing every image to {cfg.height}x{cfg.width} (data.height x data.width; another size: --set "
+        "data.height=H --set data.width=W)")
     try:
         with progress_bar() as bar, worker_pool(cfg.workers) as pool:
             # a few items per worker in flight keeps every worker busy while this process writes
