@@ -53,7 +53,8 @@ class SERLearner:
     """One continual learner (a registered method, with or without SER) that your loop feeds batch by batch."""
 
     def __init__(self, settings: TrainSettings, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
-                 saliency_net: SaliencyNet | None = None) -> None:
+                 saliency_net: SaliencyNet | None = None,
+                 classifier_weights: dict[str, Tensor] | None = None) -> None:
         """Seed from `settings.seed` (as `ser train` does), then build the networks, the method and its buffer.
 
         Args:
@@ -61,11 +62,12 @@ class SERLearner:
             image_shape: (3, H, W) of the images `observe` will get.
             device: Training device.
             saliency_net: A pretrained saliency network for SER (`load_saliency_net`); None: an untrained one.
+            classifier_weights: Backbone tensors (no head) the classifier starts from; None: seeded random.
         """
         seed_run(settings.seed)
         self.settings = settings
         self.image_shape = tuple(image_shape)
-        self.learner: Learner = build_learner(settings, device, saliency_net)
+        self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
         self.method: Method = build_method(settings.method, self.learner, settings, self.image_shape)
         self.task = -1  # no task begun yet
         self.steps = 0
@@ -77,17 +79,23 @@ class SERLearner:
 
         Args:
             config: Train settings; keys `params.yaml` has but the library does not (`workers`, `loggers`, ...)
-                are ignored, `saliency_checkpoint` among them (pass it as the argument instead).
+                are ignored. `classifier_init` (absent: random) resolves as in `ser train`: `auto` starts a plain
+                method from the saliency checkpoint's encoder, SER from random weights.
             image_shape: (3, H, W).
             device: Training device.
-            saliency_checkpoint: `model.pt` of `ser pretrain-saliency` for SER (None: an untrained branch).
+            saliency_checkpoint: `model.pt` of `ser pretrain-saliency` (default: the config's
+                `saliency_checkpoint`): SER's starting branch, and the encoder of `classifier_init: saliency`.
 
         Raises:
-            UserError: a bad key value (naming `train.KEY`), or an unknown method.
+            UserError: a bad key value (naming `train.KEY`), an unknown method, `classifier_init: saliency`
+                without a checkpoint, or a classification checkpoint (`ser train` loads those).
         """
-        settings = config if isinstance(config, TrainSettings) else TrainSettings.from_mapping(dict(config))
-        net = load_saliency_net(saliency_checkpoint) if saliency_checkpoint and settings.ser else None
-        return cls(settings, image_shape, device, net)
+        if not isinstance(config, TrainSettings):
+            saliency_checkpoint = saliency_checkpoint or config.get("saliency_checkpoint")
+            config = TrainSettings.from_mapping({**config, "saliency_checkpoint": saliency_checkpoint})
+        net = load_saliency_net(saliency_checkpoint) if saliency_checkpoint else None
+        weights = _start_weights(config, net)  # before seeding: building the template draws random numbers
+        return cls(config, image_shape, device, net if config.ser else None, weights)
 
     @property
     def device(self) -> torch.device:
@@ -213,6 +221,23 @@ def load_saliency_net(path: Path | str) -> SaliencyNet:
     from ser_cli.models.checkpoint import load_saliency_checkpoint
 
     return load_saliency_checkpoint(Path(path))[0]
+
+
+def _start_weights(settings: TrainSettings, net: SaliencyNet | None) -> dict[str, Tensor] | None:
+    """The classifier's starting backbone for `settings.classifier_init`, as `ser train` picks it."""
+    if settings.classifier_init == "random":
+        return None
+    if settings.classifier_init == "checkpoint":
+        raise UserError("train.classifier_init: a classification checkpoint is loaded by `ser train`; in the API "
+                        "start from random or saliency")
+    if net is None:
+        raise UserError("train.classifier_init=saliency: pass saliency_checkpoint (the model.pt of "
+                        "`ser pretrain-saliency`) or set classifier_init: random")
+    from ser_cli.models.registry import build_backbone
+    from ser_cli.saliency.encoder_init import backbone_weights
+
+    template = build_backbone(settings.backbone, settings.n_classes)
+    return backbone_weights(template, net.encoder.state_dict(), "train.classifier_init=saliency")
 
 
 def _batches(images: Tensor, labels: Tensor, maps: Tensor | None, rows: Tensor, size: int):

@@ -154,3 +154,23 @@ def test_ser_train_logs_its_losses(tiny_synth: Path, tmp_path: Path) -> None:
 
 def test_task_end_line_numbers_from_one_and_gives_both_scenarios() -> None:
     assert task_end_line(0, 5, 81.25, 90.0) == "after task 1/5: average accuracy class-IL 81.2%, task-IL 90.0%"
+
+
+def test_classifier_init_resolves_as_ser_train_does(tmp_path: Path) -> None:
+    from ser_cli.models.checkpoint import save_saliency_checkpoint
+    from ser_cli.models.saliency_net import SaliencyNet
+
+    torch.manual_seed(5)
+    net = SaliencyNet("resnet18_reduced")
+    save_saliency_checkpoint(tmp_path / "sal.pt", net, "0" * 64, {})
+    config = {**tiny_settings().to_dict(), "classifier_init": "auto", "saliency_checkpoint": str(tmp_path / "sal.pt")}
+    plain = SERLearner.from_config(config, image_shape=(3, 16, 24))  # plain + checkpoint: the saliency encoder
+    encoder = net.encoder.state_dict()
+    started = plain.learner.classifier.state_dict()
+    shared = [k for k in encoder if k in started and not k.startswith(("head", "fc"))]
+    assert shared and all(torch.equal(started[k], encoder[k]) for k in shared)
+    ser = SERLearner.from_config({**config, "ser": True}, image_shape=(3, 16, 24))  # SER: random, as the authors
+    assert ser.settings.classifier_init == "random"
+    assert not all(torch.equal(ser.learner.classifier.state_dict()[k], encoder[k]) for k in shared)
+    with pytest.raises(UserError, match="classifier_init=saliency: pass saliency_checkpoint"):
+        SERLearner.from_config({**tiny_settings().to_dict(), "classifier_init": "saliency"}, image_shape=(3, 16, 24))
