@@ -171,3 +171,19 @@ def test_the_table_comes_with_five_lines_on_how_to_read_it(tmp_path: Path) -> No
     assert "branch CC vs targets" in guide[3] and "ground truth" in guide[3]
     table = (tmp_path / "report" / "table.txt").read_text()
     assert table.count("How to read this table") == 1 and table.index("chance") < table.index("How to read")
+
+
+def test_single_run_figures_draw_chance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    figures = _capture(monkeypatch)
+    chance = continual.chance_levels(3, 2)
+    assert np.allclose(chance["class_il"], [50.0, 25.0, 100 / 6]) and np.allclose(chance["task_il"], 50.0)
+    assert np.allclose(continual.chance_levels(3, 2, seen_logits=False)["class_il"], 100 / 6)
+    continual.plot_avg_accuracy(tmp_path / "a.png", {"class_il": np.array([90.0, 50, 30]),
+                                                     "task_il": np.array([90.0, 80, 70])}, chance)
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
+    assert np.allclose(lines["class-IL chance"].get_ydata(), chance["class_il"])
+    rows = [{"attack": "pgd", "eps_255": e, "accuracy": a} for e, a in ((0.0, 12.0), (2.0, 3.0))]
+    continual.plot_robustness(tmp_path / "r.png", rows, chance=100 / 6)
+    ax = figures[1].axes[0]
+    assert ax.get_ylim() == (0.0, 20.0)  # 16.7 (chance) is the highest line drawn
+    assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_label() == "chance"] == [100 / 6]

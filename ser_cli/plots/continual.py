@@ -71,23 +71,35 @@ def _heatmap(ax: Axes, R: np.ndarray, title: str) -> AxesImage:
     return image
 
 
-def plot_avg_accuracy(path: Path, curves: dict[str, np.ndarray]) -> Path:
+def plot_avg_accuracy(path: Path, curves: dict[str, np.ndarray], chance: dict[str, np.ndarray] | None = None) -> Path:
     """Average accuracy over the tasks seen so far after each task, class-IL and task-IL on one axis.
 
     Args:
         path: Output PNG.
         curves: {"class_il": (T,), "task_il": (T,)} in percent.
+        chance: The same keys' chance levels after each task (`chance_levels`), drawn dotted in the lines' colours.
     """
     fig = Figure(figsize=(5.2, 3.6), dpi=110)
     ax = fig.subplots()
     for key, title in SCENARIOS:
         y = np.asarray(curves[key], dtype=float)
         x = np.arange(1, len(y) + 1)
-        ax.plot(x, y, marker="o", label=f"{title} (final {y[-1]:.1f})")
+        (line,) = ax.plot(x, y, marker="o", label=f"{title} (final {y[-1]:.1f})")
+        if chance is not None and key in chance:
+            ax.plot(x, chance[key][: len(x)], label=f"{title} chance",
+                    **{**CHANCE_STYLE, "color": line.get_color()})
     _accuracy_axis(ax, len(curves["class_il"]), "average accuracy over seen tasks (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, Path(path))
+
+
+def chance_levels(n_tasks: int, classes_per_task: int, seen_logits: bool = True) -> dict[str, np.ndarray]:
+    """Chance (%) after each task 1..n_tasks: class-IL 100 / the classes its argmax ranges over (seen so far, or all),
+    task-IL 100 / classes per task."""
+    after = np.arange(1, n_tasks + 1)
+    classes = after * classes_per_task if seen_logits else np.full(n_tasks, n_tasks * classes_per_task)
+    return {"class_il": 100.0 / classes, "task_il": np.full(n_tasks, 100.0 / classes_per_task)}
 
 
 def _accuracy_axis(ax: Axes, T: int, ylabel: str) -> None:
@@ -98,19 +110,23 @@ def _accuracy_axis(ax: Axes, T: int, ylabel: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_robustness(path: Path, rows: list[dict[str, float | str]]) -> Path:
+def plot_robustness(path: Path, rows: list[dict[str, float | str]], chance: float | None = None) -> Path:
     """Accuracy against the L-inf budget (in 1/255), one line per attack; epsilon 0 is the clean accuracy.
 
     Args:
         path: Output PNG.
         rows: Long-format rows with keys attack, eps_255, accuracy (`RobustnessResult.rows()`).
+        chance: Accuracy of a uniform guess (%), drawn as a dotted line; None: not drawn.
     """
     fig = Figure(figsize=(5.2, 3.6), dpi=110)
     ax = fig.subplots()
     for attack in dict.fromkeys(str(r["attack"]) for r in rows):
         pts = sorted((float(r["eps_255"]), float(r["accuracy"])) for r in rows if r["attack"] == attack)
         ax.plot(*zip(*pts, strict=True), marker="o", label=attack.upper())
-    _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}), max(float(r["accuracy"]) for r in rows))
+    if chance is not None:
+        ax.axhline(chance, label="chance", **CHANCE_STYLE)
+    highest = max([float(r["accuracy"]) for r in rows] + ([chance] if chance is not None else []))
+    _robustness_axis(ax, sorted({float(r["eps_255"]) for r in rows}), highest)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, Path(path))

@@ -97,10 +97,13 @@ def _csv(path: Path, head: list[str], rows: list[list[Any]]) -> None:
 
 
 def write_figures(folder: Path, R: dict[str, np.ndarray], curves: dict[str, np.ndarray],
-                   robustness: RobustnessResult, overlay: Overlay) -> None:
+                   robustness: RobustnessResult, overlay: Overlay, chance: dict[str, np.ndarray] | None = None,
+                   attacked_chance: float | None = None) -> None:
+    """The figures of `ser evaluate`, with chance lines when `chance` (`chance_levels`) and `attacked_chance` (%)
+    are given."""
     plot_accuracy_matrix(folder / "accuracy_matrix.png", R)
-    plot_avg_accuracy(folder / "avg_accuracy.png", curves)
+    plot_avg_accuracy(folder / "avg_accuracy.png", curves, chance)
     if robustness.attacked:
-        plot_robustness(folder / "robustness.png", robustness.rows())
+        plot_robustness(folder / "robustness.png", robustness.rows(), attacked_chance)
     plot_saliency_overlay(folder / "saliency_overlay.png", overlay.images, overlay.maps, overlay.titles,
                           overlay.map_name, overlay.targets)

@@ -63,6 +63,7 @@ from ser_cli.metrics.robustness import (
     robustness_result,
     stratified_subset,
 )
+from ser_cli.plots.continual import chance_levels
 from ser_cli.plots.evaluation import overlay_of, write_figures, write_gradcam, write_tables
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
@@ -223,7 +224,9 @@ def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: Da
     metrics.update(targets_truth_cc(data, maps_path))
     (tmp / "plots").mkdir()
     write_tables(tmp, R, curves, robustness)
-    write_figures(tmp, R, curves, robustness, overlay_of(model, scope, loader, cfg.seed))
+    chance = chance_levels(len(R["class_il"]), scope.classes_per_task, model.settings.class_il_logits == "seen")
+    write_figures(tmp, R, curves, robustness, overlay_of(model, scope, loader, cfg.seed), chance,
+                  100.0 / scope.n_logits)  # attacks: the argmax over the classes evaluated
     write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
     write_json_atomic(tmp / "metrics.json", metrics)
     write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source, loader))

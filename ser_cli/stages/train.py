@@ -34,7 +34,7 @@ from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
 from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.models.torchvision_backbones import load_torchvision_weights
-from ser_cli.plots.continual import plot_avg_accuracy
+from ser_cli.plots.continual import chance_levels, plot_avg_accuracy
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
@@ -280,7 +280,8 @@ def _write_outputs(out: Path, params: Params, settings: TrainSettings, result, m
                                          "identity": identity.to_dict()})
     write_text_atomic(out / "params.yaml", params_to_yaml(params))
     write_text_atomic(out / "train_log.csv", _csv(log_rows))
-    plot_avg_accuracy(out / "avg_accuracy.png", _curves_and_metrics(result)[0])
+    chance = chance_levels(settings.n_tasks, settings.classes_per_task, settings.class_il_logits == "seen")
+    plot_avg_accuracy(out / "avg_accuracy.png", _curves_and_metrics(result)[0], chance)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
