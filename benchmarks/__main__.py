@@ -6,9 +6,10 @@ Examples:
     python -m benchmarks --json          # the rows as JSON, for scripts
     python -m benchmarks train-step ...  # the train-step sweep, its own options and JSON (`train-step --help`)
     python -m benchmarks backbones       # parameters and FLOPs per DER++ + SER step of every backbone
+    python -m benchmarks gpu-check       # what a first run on a CUDA card must learn (< 8 min; skips without CUDA)
 
-`train-step` and `backbones` are not part of "all" (a sweep of hours on a CPU; a table of another shape), so they
-are asked for by name.
+`train-step`, `backbones` and `gpu-check` are not part of "all" (a sweep of hours on a CPU; tables of another
+shape), so they are asked for by name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from benchmarks.common import BENCHMARKS, Row
 
 # asked for by name only, as the first word, with their own options (`python -m benchmarks NAME --help`)
 BY_NAME = {"train-step": "the train-step sweep (s/step, peak memory, FLOPs per configuration)",
-           "backbones": "parameters and FLOPs per DER++ + SER step of every backbone"}
+           "backbones": "parameters and FLOPs per DER++ + SER step of every backbone",
+           "gpu-check": "the CUDA tests, train-step on the card and a CUDA-vs-CPU end-to-end run (skips without CUDA)"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -73,6 +75,10 @@ def main() -> None:
         from benchmarks.backbones import main as backbones
 
         raise SystemExit(backbones(sys.argv[2:]))
+    if sys.argv[1:2] == ["gpu-check"]:
+        from benchmarks.gpu_check import main as gpu_check
+
+        raise SystemExit(gpu_check(sys.argv[2:]))
     args = parse_args()
     names = args.names or list(BENCHMARKS)
     start, rows = time.perf_counter(), []

@@ -154,20 +154,25 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
             for d, b, (h, w), m, s, t, r, f, c in grid]
 
 
-def run_config(cfg: StepConfig) -> dict[str, Any]:
-    """One configuration in a fresh process; `{"config": ..., "error": last stderr line}` when it fails."""
+def run_config(cfg: StepConfig, timeout: float | None = None) -> dict[str, Any]:
+    """One configuration in a fresh process; `{"config": ..., "error": last stderr line}` when it fails or runs past
+    `timeout` seconds (the GPU check's time budget)."""
     env = {**os.environ, "SER_QUIET": "1"}
     library = tcmalloc_to_preload(env) if cfg.memory_tuning else None
     if library is not None:  # as `ser` restarts itself (runtime/allocator.py)
         env = preload_environment(env, library)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.train_step_worker", json.dumps(cfg.__dict__)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.train_step_worker", json.dumps(cfg.__dict__)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"config": cfg.__dict__, "error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
         return {"config": cfg.__dict__, "error": lines[-1]}

@@ -68,3 +68,21 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own folder, so the CLI never picks up the checkout's params.yaml or outputs
     (a checkout where `make demo` ran has models/saliency/model.pt, which params.yaml points at)."""
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered here rather than in pyproject.toml, whose every change makes `make` reinstall the venv
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one (gpu-check runs them)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA device: without one they are skipped with that reason, so that the GPU check
+    (`python -m benchmarks gpu-check`, which runs `pytest -m cuda`) and CI both say what did not run."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none on this machine)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

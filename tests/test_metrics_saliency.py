@@ -386,7 +386,7 @@ def test_channel_dimension_is_accepted() -> None:
     assert torch.equal(S.kld(pred[:, None], target[:, None]), S.kld(pred, target))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host synchronisations")
+@pytest.mark.cuda  # detects host synchronisations, which only a CUDA device has
 def test_no_host_sync_on_cuda() -> None:
     pred, target, fix = (x.cuda() for x in _maps(20))
     other = S.other_image_fixations(fix)
