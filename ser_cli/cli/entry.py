@@ -7,13 +7,21 @@ the test runner.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ser_cli.runtime.allocator import restart_with_tcmalloc
 
+# Idle OpenMP threads sleep rather than spin (libgomp, torch's OpenMP, spins by default). With another process on a
+# core, spinning threads made a 2-thread step 8-16x slower than one thread (benchmarks/RESULTS.md, "Demo speed");
+# the policy only changes how threads wait, not which one computes what, so results stay bit-identical. Read when
+# libgomp loads (with torch): set before any import of torch, and a user's own setting wins.
+OMP_WAIT_POLICY = "PASSIVE"
+
 
 def main() -> None:
     """Entry point: see the module docstring; `ser --no-memory-tuning ...` or `SER_ALLOCATOR=glibc` skip the restart."""
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     restart_with_tcmalloc(sys.argv[1:])
     from ser_cli.cli.app import main as run_cli
 
