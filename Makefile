@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# dvc needs a git repository: a checkout without one (a tarball) gets one here.
+# dvc needs a git repository: a checkout without one (a tarball) gets one here. DVC's standard output goes through
+# tools/demo_output.py: its git add / dvc push advice and the compare stage's table are left out, so the table and
+# how to read it (report/table.txt) come once, last; pipefail keeps dvc's exit status.
 demo: setup
 	@git rev-parse --git-dir >/dev/null 2>&1 || { git init -q && git add -A && \
 		git -c user.name=ser -c user.email=ser@localhost commit -qm "ser: initial commit"; }
 	@test -d .dvc || $(VENV)/bin/dvc init -q
-	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@echo "dvc repro (the pipeline; each stage's progress below, the comparison at the end)"
+	@DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		bash -o pipefail -c '$(VENV)/bin/dvc repro | $(PY) -m tools.demo_output'
 	@echo; echo "Comparison (report/report.md, report/*.png; per run: evals/*/):"; cat report/table.txt
 
 # one pytest worker per core (pytest-xdist): each test uses one torch thread, so the cores work side by side
