@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
@@ -72,3 +74,14 @@ def test_import_says_the_size_it_resizes_to(tmp_path: Path) -> None:
                         "--set", "data.height=32", "--set", "data.width=48", "--workers", "0")
     assert code == 0, stderr
     assert "resizing every image to 32x48 (data.height x data.width;" in stderr
+
+
+def test_predict_uses_the_recorded_size_and_warns_on_another(models: dict[str, Path], tmp_path: Path) -> None:
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / "a.png")
+    code, stderr = _cli("predict", str(tmp_path / "a.png"), "--model", str(models["new"]), "--out",
+                        str(tmp_path / "same"), "--json")
+    assert code == 0 and _warnings(stderr) == [], stderr  # no --size needed: the model says 32x48
+    code, stderr = _cli("predict", str(tmp_path / "a.png"), "--model", str(models["new"]), "--out",
+                        str(tmp_path / "other"), "--size", "64x96")
+    assert code == 0, stderr
+    assert len(_warnings(stderr)) == 1 and "trained on 32x48 images but --size is 64x96" in stderr

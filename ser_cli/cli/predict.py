@@ -23,8 +23,9 @@ def predict(
     h5: Annotated[Path | None, typer.Option(
         "--h5", help="Also write every map at the model's input size into this HDF5 file.")] = None,
     size: Annotated[str | None, typer.Option(
-        "--size", metavar="HxW", help="Model input size HxW, e.g. 288x384 (default: that of the data file the model "
-        "was trained on, when it is still there; model.pt does not record it).")] = None,
+        "--size", metavar="HxW", help="Model input size HxW, e.g. 288x384 (default: the size model.pt records, else "
+        "that of the data file the model was trained on, when it is still there; another size than the recorded one "
+        "gets a warning).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 16,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,

@@ -33,10 +33,12 @@ from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, stderr_console
+from ser_cli.saliency.model_input import read_recorded_size, size_warning, warn
 
 COMMAND = "ser predict"
 SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MIN_SIDE = 16  # the encoder downsamples by 32; below 16 pixels its last stage has nothing left to see
+MAX_SIDE = 4096  # a batch at a larger input size would not fit in memory (the paper's is 288x384)
 
 
 @dataclass
@@ -71,7 +73,11 @@ def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size:
     for root in roots:
         check_disjoint(outputs, {"IMAGES": root})
     net = load_saliency_model(model, resolve_device(device))
-    hw = given_size or training_size(net)
+    trained = read_recorded_size(model)
+    hw = given_size or trained or training_size(net)
+    warning = size_warning(model, trained, hw, "--size")
+    if warning:
+        warn(warning)
     identity = identity_hash({"model": net.sha256, "size": hw, "images": [_stat(f) for f in files]})
     folder = OutputFolder(Path(out), COMMAND, identity, overwrite)
     folder.state()  # refuses a folder we may not write before any work
@@ -94,8 +100,9 @@ def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size:
 def parse_size(text: str) -> tuple[int, int]:
     """`HxW` (e.g. `288x384`) -> (H, W)."""
     match = SIZE_PATTERN.match(text)
-    if not match or min(int(match[1]), int(match[2])) < MIN_SIDE:
-        raise UserError(f"--size: must be HEIGHTxWIDTH with both at least {MIN_SIDE}, e.g. 288x384 (got {text!r})")
+    if not match or not all(MIN_SIDE <= int(side) <= MAX_SIDE for side in (match[1], match[2])):
+        raise UserError(f"--size: must be HEIGHTxWIDTH with both in {MIN_SIDE}..{MAX_SIDE}, e.g. 288x384 "
+                        f"(got {text!r})")
     return int(match[1]), int(match[2])
 
 
