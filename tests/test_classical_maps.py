@@ -178,7 +178,8 @@ def test_precompute_writes_the_library_maps_with_the_method_recorded(
     maps = MapsFile(classical_maps[method])
     assert (maps.method, maps.model_sha256, maps.source) == (method, None, method)
     assert maps.method_settings == CLASSICAL[method].settings
-    assert maps.identity() == f"{DataFile(tiny_synth).fingerprint}:{method}"
+    # the data it was made for, what made it, and (files with checksums) its content
+    assert maps.identity() == f"{DataFile(tiny_synth).fingerprint}:{method}:{maps.content}" and maps.content
     assert not maps.from_dataset
     with h5py.File(classical_maps[method], "r") as h5:
         assert "model_sha256" not in h5.attrs and h5.attrs["method"] == method
@@ -221,6 +222,8 @@ def test_files_without_a_method_attribute_read_as_model_or_from_dataset(
     with h5py.File(legacy, "a") as h5:
         del h5.attrs["method"], h5.attrs["method_settings"]
         h5.attrs["model_sha256"] = "ab" * 32
+        for split in ("train", "test"):  # and, older still than `method`, before per-dataset checksums
+            del h5[split]["maps"].attrs["sha256"]
     maps = MapsFile(legacy)
     assert (maps.method, maps.model_sha256, maps.method_settings) == ("model", "ab" * 32, {})
     assert maps.identity() == f"{maps.data_fingerprint}:{'ab' * 32}"

@@ -24,7 +24,7 @@ def sweep(
     executor: Annotated[str, typer.Option("--executor", metavar="dvc|local|slurm", help=(
         "dvc: queue DVC experiments (`set:` files); local: submitit jobs on this machine; slurm: one SLURM job "
         "array."))] = "dvc",
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="local: jobs at once (each with one torch thread when "
+    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help="local: jobs at once (each with one torch thread when "
                                                              "more than 1).")] = 2,
     only: Annotated[str, typer.Option("--only", metavar="NAMES", help="Comma-separated run names (grid file) or "
                                                                        "point names to run.")] = "",
@@ -34,11 +34,11 @@ def sweep(
                                                            "runs go to OUT/runs).")] = None,
     no_prepare: Annotated[bool, typer.Option("--no-prepare", metavar="", help="Skip the grid's prepare "
                                                                              "commands.")] = False,
-    partition: Annotated[str | None, typer.Option("--partition", help="slurm: partition.")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option("--gpus-per-node", help="GPUs per job.")] = None,
-    timeout_min: Annotated[int | None, typer.Option("--timeout-min", help="Time limit per job, minutes "
+    partition: Annotated[str | None, typer.Option("--partition", metavar="NAME", help="slurm: partition.")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option("--gpus-per-node", metavar="N", help="GPUs per job.")] = None,
+    timeout_min: Annotated[int | None, typer.Option("--timeout-min", metavar="MIN", help="Time limit per job, minutes "
                                                                           "(requeued past it).")] = None,
-    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", help="slurm: jobs of the array "
+    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", metavar="N", help="slurm: jobs of the array "
                                                                                      "at once.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-E", metavar="KEY=VALUE", help=(
         "Any other job option of the `executor:` section (mem_gb=32, account=lab, ...); repeatable."))] = None,
