@@ -24,8 +24,8 @@ def sweep(
     executor: Annotated[str, typer.Option("--executor", metavar="dvc|local|slurm", help=(
         "dvc: queue DVC experiments (`set:` files); local: submitit jobs on this machine; slurm: one SLURM job "
         "array."))] = "dvc",
-    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help="local: jobs at once (each with one torch thread when "
-                                                             "more than 1).")] = 2,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help=(
+        "local: jobs at once (each with one torch thread when more than 1)."))] = 2,
     only: Annotated[str, typer.Option("--only", metavar="NAMES", help="Comma-separated run names (grid file) or "
                                                                        "point names to run.")] = "",
     seeds: Annotated[str, typer.Option("--seeds", metavar="SEEDS", help="Comma-separated seeds to run (grid "
@@ -38,8 +38,8 @@ def sweep(
     gpus_per_node: Annotated[int | None, typer.Option("--gpus-per-node", metavar="N", help="GPUs per job.")] = None,
     timeout_min: Annotated[int | None, typer.Option("--timeout-min", metavar="MIN", help="Time limit per job, minutes "
                                                                           "(requeued past it).")] = None,
-    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", metavar="N", help="slurm: jobs of the array "
-                                                                                     "at once.")] = None,
+    array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", metavar="N", help=(
+        "slurm: jobs of the array at once."))] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-E", metavar="KEY=VALUE", help=(
         "Any other job option of the `executor:` section (mem_gb=32, account=lab, ...); repeatable."))] = None,
     wait: Annotated[bool, typer.Option("--wait", metavar="", help="slurm: wait for the array and write the "
