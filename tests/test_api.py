@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from ser_cli.api import SERLearner
-from ser_cli.cli.app import app
 from ser_cli.continual.loggers import TrainLoggers, check_loggers
 from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.runtime.errors import UserError
@@ -106,11 +105,19 @@ def _dvclive_curve(folder: Path, name: str) -> list[tuple[int, float]]:
 def test_loggers_write_what_was_logged(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     pytest.importorskip("dvclive")
-    losses = [{"loss": 1.25, "stream_ce": 0.5}, {"loss": 0.75, "stream_ce": 0.25}]
-    with TrainLoggers(["tensorboard", "dvclive"], tmp_path) as log:
-        for step, values in enumerate(losses, start=1):
-            log.step(step, values)
-        log.task_end(1, 2, class_il=62.5, task_il=87.5)
+    # In a child process: DVCLive starts a Studio-posting thread that never ends, and a thread left in this pytest
+    # worker would make the fork-based kill tests that share it refuse to fork (tests/faults.run_forked).
+    script = f"""
+from pathlib import Path
+from ser_cli.continual.loggers import TrainLoggers
+losses = [{{"loss": 1.25, "stream_ce": 0.5}}, {{"loss": 0.75, "stream_ce": 0.25}}]
+with TrainLoggers(["tensorboard", "dvclive"], Path({str(tmp_path)!r})) as log:
+    for step, values in enumerate(losses, start=1):
+        log.step(step, values)
+    log.task_end(1, 2, class_il=62.5, task_il=87.5)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
     tb = _tensorboard_scalars(tmp_path / "tensorboard")
     assert tb["train/loss"] == [(1, 1.25), (2, 0.75)]
     assert tb["eval/class_il"] == [(2, 62.5)] and tb["eval/task_il"] == [(2, 87.5)]
@@ -137,12 +144,14 @@ def test_ser_train_logs_its_losses(tiny_synth: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     pytest.importorskip("dvclive")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "-q", "train", "--data", str(tiny_synth), "--out", str(out), "--device", "cpu", "--method", "er",
-        "--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.buffer_size=8",
-        "--set", "train.batch_size=4", "--set", "train.minibatch_size=4",
-        "--set", "train.loggers=[tensorboard, dvclive]"])
-    assert result.exit_code == 0, result.output
+    # a child process, for the reason given in test_loggers_write_what_was_logged
+    result = subprocess.run([
+        sys.executable, "-m", "ser_cli", "-q", "train", "--data", str(tiny_synth), "--out", str(out), "--device",
+        "cpu", "--method", "er", "--set", "train.n_tasks=2", "--set", "train.classes_per_task=2",
+        "--set", "train.buffer_size=8", "--set", "train.batch_size=4", "--set", "train.minibatch_size=4",
+        "--set", "train.loggers=[tensorboard, dvclive]"], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
     with open(out / "train_log.csv") as f:
         logged = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
     tb = _tensorboard_scalars(out / "tensorboard")

@@ -50,8 +50,10 @@ def test_compiled_steps_match_eager_ones_and_keep_the_state_dict(monkeypatch: py
         assert log == pytest.approx(eager, rel=1e-4, abs=1e-6)
     got, want = state["classifier"], eager_state["classifier"]
     assert got.keys() == want.keys()  # no `_orig_mod.` prefix: checkpoints load either way
+    # The traced graph orders some reductions differently from eager kernels: after 3 steps on an AVX-512 host, 5
+    # of stage 4's 115,200 conv weights differ by up to 2.6e-5 (all others within 1e-5), hence atol 5e-5.
     for key, value in want.items():
-        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=1e-5, msg=key)
+        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=5e-5, msg=key)
 
 
 def test_a_restored_run_is_eager_even_if_it_trained_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
