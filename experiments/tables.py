@@ -7,11 +7,12 @@ Two jobs, both over README.md and docs/*.md:
    `contrasts` (the contrasts `experiments/grids/GRID.yaml` stated before it ran, `experiments.contrasts`) or
    `groups` (mean ± sample std over seeds of each run name: class-IL, task-IL, forgetting, n). `--check` changes
    nothing and exits 1 naming every block that differs from its regeneration.
-2. **Check the figures in the prose.** Every "mean ± std" and every "mean [low, high]" written anywhere in those
-   files must be one that some committed table yields, rounded as written: a run name's mean and std of a metric,
-   or a paired difference between two run names of one grid, between two methods' spurious-feature drops, or
-   between one run name's results in two grids. `--check` lists those that are not. Figures in other forms (a
-   single number in a sentence) are not checked.
+2. **Check the figures in the prose.** Every "mean ± std", every "mean [low, high]", every signed two-decimal
+   difference quoted alone ("+3.55") and, in the README and docs/results.md, every two-decimal percentage
+   ("22.33 %") must be one that some committed table yields, rounded as written: a run name's mean and std of a
+   metric, or a paired difference between two run names of one grid, between two methods' spurious-feature drops,
+   or between one run name's results in two grids. `--check` lists those that are not. Other figures (one decimal
+   in a sentence, sizes, timings) are not checked.
 
 A test runs `--check`, so a README number that no table holds fails CI.
 """
@@ -39,6 +40,9 @@ GRIDS = ROOT / "experiments" / "grids"
 BLOCK = re.compile(r"(<!-- table:(\w+) (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 MEAN_STD = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
 INTERVAL = re.compile(r"([+-]?\d+\.\d+) \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]")
+SIGNED = re.compile(r"(?<![\w.\[])([+-]\d+\.\d\d)(?![\d\]])")  # a difference quoted alone: "+3.55"
+PERCENT = re.compile(r"(?<![\w.\[+-])(\d+\.\d\d) ?%")  # an accuracy quoted alone: "22.33 %"
+RESULT_DOCS = ("README.md", "results.md")  # where a bare percentage is a result (elsewhere: benchmarks, sizes)
 GROUP_METRICS = {"class_il_final_avg_acc": "class-IL acc", "task_il_final_avg_acc": "task-IL acc",
                  "class_il_forgetting": "class-IL forgetting"}
 
@@ -149,14 +153,19 @@ def _signed(x: float, decimals: int) -> str:
     return f"{x:+.{decimals}f}"
 
 
-def unheld_figures(text: str) -> list[str]:
-    """The "m ± s" and "m [lo, hi]" figures of `text` that no committed table yields."""
+def unheld_figures(text: str, results: bool = True) -> list[str]:
+    """The "m ± s", "m [lo, hi]" and signed two-decimal figures of `text` (and, where `results`, the two-decimal
+    percentages) that no committed table yields."""
     mean_std, intervals = derivable()
     missing = [f"{m} ± {s}" for m, s in MEAN_STD.findall(text) if (m, s) not in mean_std]
     for m, lo, hi in INTERVAL.findall(text):
         key = tuple(x if x[0] in "+-" else "+" + x for x in (m, lo, hi))
         if key not in intervals:
             missing.append(f"{m} [{lo}, {hi}]")
+    singles = {m for m, _ in mean_std} | {x[0].lstrip("+") for x in intervals}
+    alone = INTERVAL.sub("", MEAN_STD.sub("", text))
+    missing += [x for x in SIGNED.findall(alone) if x.lstrip("+") not in singles]
+    missing += [f"{x} %" for x in PERCENT.findall(alone) if results and x not in singles]
     return missing
 
 
@@ -173,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check and new != text:
             doc.write_text(new)
             print(f"{rel}: regenerated {', '.join(changed)}")
-        problems += [f"{rel}: {figure} is in no committed result table" for figure in unheld_figures(new)]
+        problems += [f"{rel}: {figure} is in no committed result table"
+                     for figure in unheld_figures(new, results=doc.name in RESULT_DOCS)]
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
