@@ -388,3 +388,34 @@ def test_class_order_file_errors_name_the_file(tmp_path: Path) -> None:
             load_class_order(str(bad))
         assert str(bad) in str(err.value)
     assert json.loads(json.dumps(load_class_order("fg-imagenet").names))[:2] == ["n01943899", "n01753488"]
+
+
+def _two_colour(height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8: the left half red, the right half blue."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2, 0] = 255
+    image[:, width // 2 :, 2] = 255
+    return image
+
+
+def test_imagefolder_turns_exif_rotated_photos_upright_and_scales_16_bit_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        folder = tmp_path / "f" / split / "cls"
+        folder.mkdir(parents=True)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation 6: shown rotated 90 degrees clockwise, so the left half ends on top
+        Image.fromarray(_two_colour(40, 60)).save(folder / "photo.jpg", exif=exif, quality=95)
+        ramp = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 40).astype(np.uint16)  # up to 61,400
+        Image.fromarray(ramp).save(folder / "scan.png")  # mode I;16
+    out = imported("imagefolder", tmp_path / "f", tmp_path / "f.h5", "--set", "data.height=32",
+                   "--set", "data.width=48")
+    with h5py.File(out, "r") as h5:
+        images = list(h5["train"]["images"][:])  # 2 x (32, 48, 3)
+    grey = [bool((im[..., 0] == im[..., 2]).all()) for im in images]  # the scan is grey, the photo red and blue
+    scan, photo = images[grey.index(True)], images[grey.index(False)]
+    top, bottom = photo[:12].reshape(-1, 3).mean(0), photo[-12:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # red on top: turned upright
+    expected = np.rint(ramp / 65535.0 * 255.0)  # the ramp scaled to 8 bits, not clipped to white
+    assert np.abs(scan[..., 0].astype(float) - expected).max() <= 1 and scan[..., 0].max() < 255

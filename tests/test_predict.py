@@ -234,3 +234,14 @@ def test_user_mistakes_are_one_line_exit_2(case: str, expected: str, images: Pat
 def test_help_shows_no_bool_placeholder() -> None:
     result = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "<bool>" not in result.output and "--size" in result.output
+
+
+def test_predict_reads_a_photo_upright_by_its_exif_orientation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ser_cli.data.image_files import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 60 wide x 40 high, shown rotated 90 degrees clockwise: 40 wide x 60 high
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(tmp_path / "photo.jpg", exif=exif)
+    assert read_image(tmp_path / "photo.jpg").size == (40, 60)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ser_cli.runtime.errors import UserError
 
@@ -129,7 +129,8 @@ def read_image(path: Path) -> Image.Image:
                 raise UserError(f"{path}: unsupported image mode {image.mode} (8-bit greyscale, palette, RGB, "
                                 "RGBA or CMYK are read)")
             image.load()  # decode now: a truncated file fails here
-            return image.convert("RGB")
+            # a camera's EXIF orientation: the picture as people see it (predict has no fixations to keep aligned)
+            return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = "not an image" if isinstance(err, UnidentifiedImageError) else str(err).splitlines()[0] or type(
             err).__name__
