@@ -37,6 +37,11 @@ class RedSquared(torch.nn.Module):
         return F.avg_pool2d(x[:, :1] ** 2, 2)
 
 
+class Zero(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1])
+
+
 class Negative(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, 0] - 10.0
@@ -191,3 +196,17 @@ def test_compare_warns_when_a_group_mixes_code_versions(tiny_synth: Path, salien
     assert compared.exit_code == 0, compared.output
     warnings = json.loads(compared.stdout)["warnings"]
     assert any("mix code versions (aaaaaaa, bbbbbbb)" in w for w in warnings), warnings
+
+
+def test_an_all_zero_maps_file_is_refused_by_train_and_evaluate(tiny_synth: Path, saliency_ckpt: Path,
+                                                               tmp_path: Path) -> None:
+    oracle = _script(Zero(), tmp_path / "zero.ts")
+    made = runner.invoke(app, ["-q", "precompute", "--model", str(oracle), "--data", str(tiny_synth),
+                               "--out", "zero.h5", "--device", "cpu"])
+    assert made.exit_code == 0, made.output  # zeros keep the contract (non-negative)
+    result = _train_ser(tiny_synth, Path("zero.h5"), saliency_ckpt, "run")
+    assert result.exit_code == 2 and "all zero" in _one_line(result) and not Path("run").exists()
+    assert _train_ser(tiny_synth, None, saliency_ckpt, "run").exit_code == 0
+    evaluated = runner.invoke(app, ["-q", "evaluate", "--run", "run", "--data", str(tiny_synth), "--maps", "zero.h5",
+                                    "--out", "ev", *FAST_EVAL])
+    assert evaluated.exit_code == 2 and "all zero" in _one_line(evaluated)

@@ -35,6 +35,7 @@ from ser_cli.runtime.errors import UserError
 FROM_DATASET = "from-dataset"
 MODEL = "model"
 COMPRESSIONS = ("none", "gzip", "lzf")
+BLANK_SAMPLE = 64  # maps read per split to tell an all-zero file (a few ms even at 288x384)
 
 
 def quantize_maps(maps: Tensor) -> Tensor:
@@ -147,7 +148,8 @@ class MapsFile:
         }
 
     def check_matches(self, data_file: DataFile) -> None:
-        """Raise a one-line UserError unless these maps were made for `data_file` (content and sizes)."""
+        """Raise a one-line UserError unless these maps were made for `data_file` (content and sizes) and are not
+        all zero."""
         if self.data_fingerprint != data_file.fingerprint:
             raise UserError(
                 f"{self.path}: was made for data file fingerprint {self.data_fingerprint[:12]}..., "
@@ -160,6 +162,14 @@ class MapsFile:
                 f"{data_file.path} has {self._shape_text(data_file.height, data_file.width, theirs)}; "
                 "rerun ser precompute"
             )
+        self._check_not_blank()
+
+    def _check_not_blank(self, rows: int = BLANK_SAMPLE) -> None:
+        """Refuse a file whose first `rows` maps of every split are all zero: uniform targets, from which SER's
+        branch learns nothing and against which saliency metrics mean nothing (a cheap look, not a full scan)."""
+        if all(not self.read(split, 0, rows).any() for split in SPLITS if self.sizes[split]):
+            raise UserError(f"{self.path}: its maps are all zero (the first {rows} of each split): uniform targets "
+                            "teach SER nothing; remake them with `ser precompute`")
 
     @staticmethod
     def _shape_text(height: int, width: int, sizes: dict[str, int]) -> str:
