@@ -1,9 +1,9 @@
 """One configuration of the train-step benchmark, measured in this process (`benchmarks.train_step` starts one
 process per configuration, so that the peak resident set belongs to that configuration alone).
 
-The step is the shipped one: `TrainSettings` -> `build_learner` -> `build_method`, then per step what
-`ContinualTrainer._step` (`ser_cli/continual/loop.py`) does: move the loader's batch to the device,
-`method.observe`, pop the learner's diagnostics, one host synchronisation over the losses. The method is in its
+The step is the shipped one: `TrainSettings` -> `build_learner` -> `build_method`, then per step the loop's public
+`ser_cli.continual.loop.train_step` (what `ContinualTrainer` runs for every batch): move the loader's batch to the
+device, `method.observe`, pop the learner's diagnostics, one host synchronisation over the losses. The method is in its
 second task (ER-ACE replays only from task 1) and its reservoir buffer is full of random uint8 images, labels of
 the first task and, for DER / DER++, random logits, so every step makes all its replay draws. Timed steps follow
 the warm-up steps; FLOPs are counted afterwards on one more step (`torch.utils.flop_counter`, convolutions and
@@ -30,7 +30,8 @@ from torch import Tensor
 
 from benchmarks.compute_peaks import conv_peak, conv_shapes, counted_flops, matmul_peak, sync
 from ser_cli.continual.learner import Learner, build_learner
-from ser_cli.continual.methods import Method, StreamBatch, build_method
+from ser_cli.continual.loop import train_step as loop_train_step
+from ser_cli.continual.methods import Method, build_method
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.runtime.allocator import tune_memory
 from ser_cli.runtime.device import memory_format_for, resolve_device, use_bf16
@@ -91,13 +92,9 @@ class StepConfig:
 
 
 def train_step(method: Method, learner: Learner, batch: tuple[Tensor, Tensor, Tensor], device: torch.device) -> dict:
-    """One `ser train` step on a loader batch, as `ContinualTrainer._step` runs it (without position bookkeeping)."""
-    images, maps, labels = batch
-    maps = maps.to(device, torch.float32) if learner.ser else maps
-    losses = method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
-    losses.update(learner.pop_diagnostics())
-    # the loop's one host synchronisation per step (NaN check and progress report)
-    return dict(zip(losses, torch.stack([v.float() for v in losses.values()]).tolist(), strict=True))
+    """One `ser train` step on a loader batch: the loop's own public step (`ser_cli.continual.loop.train_step`);
+    `device` is where the learner lives (the step moves the batch there)."""
+    return loop_train_step(method, learner, *batch)
 
 
 def random_batch(cfg: StepConfig, task: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:

@@ -142,16 +142,11 @@ class ContinualTrainer:
 
     def _step(self, batch: Batch, phase: Phase) -> dict[str, float]:
         images, maps, labels, _ = batch
-        device = self.learner.normalize.device
-        maps = maps.to(device, torch.float32) if self.learner.ser else maps
         every = self.settings.diagnostics_every
-        self.learner.diagnose = bool(every) and self.learner.ser and (self.position.step + 1) % every == 0
-        losses = self.method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
-        losses.update(self.learner.pop_diagnostics())
+        diagnose = bool(every) and self.learner.ser and (self.position.step + 1) % every == 0
+        values = train_step(self.method, self.learner, images, maps, labels, diagnose)
         self.position.batch += 1
         self.position.step += 1
-        # One host synchronisation per step, for the NaN check and the progress report together.
-        values = dict(zip(losses, torch.stack([v.float() for v in losses.values()]).tolist(), strict=True))
         bad = [name for name, v in values.items() if not math.isfinite(v)]
         if bad:
             pos = self.position
@@ -242,6 +237,22 @@ class ContinualTrainer:
         self.matrices = _copy(state["matrices"])
         self._rng = state["rng"] if state["version"] == STATE_VERSION else upgrade_legacy_rng_state(state["rng"])
         self._checkpointed_step = self.position.step  # the state just loaded is a good one
+
+
+def train_step(method: Method, learner: Learner, images: torch.Tensor, maps: torch.Tensor, labels: torch.Tensor,
+               diagnose: bool = False) -> dict[str, float]:
+    """One online step of `ser train` on a loader batch, the public step that `ContinualTrainer` runs for every batch
+    (and the train-step benchmark times): uint8 images (B, 3, H, W), maps (B, H, W) summing to 1, labels (B,) on any
+    device -> the method's losses (and SER's modulation diagnostics when `diagnose`) as floats.
+
+    One host synchronisation per step, for the caller's NaN check and progress report together.
+    """
+    device = learner.normalize.device
+    maps = maps.to(device, torch.float32) if learner.ser else maps
+    learner.diagnose = diagnose
+    losses = method.observe(StreamBatch(images.to(device), maps, labels.to(device)))
+    losses.update(learner.pop_diagnostics())
+    return dict(zip(losses, torch.stack([v.float() for v in losses.values()]).tolist(), strict=True))
 
 
 def _check_stream(settings: TrainSettings, stream: TaskStream) -> None:
