@@ -86,3 +86,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def saliency_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained reduced-ResNet-18 saliency checkpoint (seed 0): what SER starts from in the train tests."""
+    import torch
+
+    from ser_cli.models.checkpoint import save_saliency_checkpoint
+    from ser_cli.models.saliency_net import SaliencyNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sal") / "model.pt"
+    save_saliency_checkpoint(path, SaliencyNet("resnet18_reduced"), "fingerprint-of-pretraining-data", {})
+    return path

@@ -17,16 +17,14 @@ from typer.testing import CliRunner
 from ser_cli.cli.app import app
 from ser_cli.data.maps import quantize_maps
 from ser_cli.metrics.saliency import cc
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.provenance import ROOT, code_label, code_version
 from ser_cli.saliency.targets import START_CC_IMAGES
+from tests.test_train_stage import TINY
 
 runner = CliRunner()
-TINY = ["--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.buffer_size=16",
-        "--set", "train.batch_size=4", "--set", "train.minibatch_size=4"]
 FAST_EVAL = ["--set", "evaluate.attacks=[]"]
 
 
@@ -56,14 +54,6 @@ def _one_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def saliency_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("sal") / "model.pt"
-    save_saliency_checkpoint(path, SaliencyNet("resnet18_reduced"), "fingerprint-of-pretraining-data", {})
-    return path
 
 
 def test_torchscript_oracle_writes_its_maps(tiny_synth: Path, tmp_path: Path) -> None:

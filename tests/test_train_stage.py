@@ -27,14 +27,6 @@ TINY = ["--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set"
         "--set", "train.batch_size=4", "--set", "train.minibatch_size=4"]
 
 
-@pytest.fixture(scope="module")
-def saliency_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("sal") / "model.pt"
-    save_saliency_checkpoint(path, SaliencyNet("resnet18_reduced"), "fingerprint-of-pretraining-data", {})
-    return path
-
-
 def _train(data: Path, out: Path, *extra: str) -> object:
     return runner.invoke(app, ["-q", "train", "--data", str(data), "--out", str(out), "--device", "cpu",
                                *TINY, *extra])
