@@ -48,8 +48,8 @@ def check_disjoint(outputs: dict[str, Path | None], inputs: dict[str, Path | Non
         outputs: Option name -> output path (None: not given).
         inputs: Option name -> input path (None: not given).
     """
-    outs = {name: _resolved(name, Path(p)) for name, p in outputs.items() if p is not None}
-    ins = {name: _resolved(name, Path(p)) for name, p in inputs.items() if p is not None}
+    outs = {name: resolve_path(name, Path(p)) for name, p in outputs.items() if p is not None}
+    ins = {name: resolve_path(name, Path(p)) for name, p in inputs.items() if p is not None}
     for out_name, out in outs.items():
         for in_name, src in ins.items():
             relation = _relation(out, src)
@@ -63,12 +63,19 @@ def check_disjoint(outputs: dict[str, Path | None], inputs: dict[str, Path | Non
                 raise UserError(f"{a} {outputs[a]} and {b} {outputs[b]}: the same path or one inside the other")
 
 
-def _resolved(name: str, path: Path) -> Path:
-    """`path.resolve()`; a symbolic-link loop on the way (resolve raises RuntimeError, stat ELOOP) is one line."""
+def resolve_path(name: str, path: Path) -> Path:
+    """`path.resolve()`; a symbolic-link loop on the way (resolve raises RuntimeError, stat ELOOP) is one line
+    naming the option `name` and the path as given."""
     try:
-        return path.resolve()
+        return Path(path).resolve()
     except (RuntimeError, OSError):
-        raise UserError(f"{name} {path}: a loop of symbolic links; point it at a real file or folder") from None
+        raise symlink_loop(name, path) from None
+
+
+def symlink_loop(name: str, path: Path) -> UserError:
+    """The one line for a path that runs into a loop of symbolic links (`ln -s loop loop; --out loop/run`)."""
+    return UserError(f"{name} {path}: symlink loop (too many levels of symbolic links); point it at a real file "
+                     "or folder")
 
 
 def _relation(out: Path, src: Path) -> str | None:

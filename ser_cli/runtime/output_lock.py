@@ -6,9 +6,10 @@ included, so a crash never leaves an output locked. The holder writes its pid in
 writer is refused with one line naming it (exit 2) instead of the two crashing each other mid-rename. The holder
 deletes the lock file before releasing it; a waiter that locked a file already deleted retries on the new one.
 
-`locks_outputs("out", ...)` wraps a stage's `run`: it refuses outputs that are devices, FIFOs or sockets, then locks
-the named arguments' paths. Under torchrun only rank 0 writes shared outputs (`DistInfo.is_main`), so only rank 0
-takes the lock; a second torchrun job is refused at its rank 0, and torchrun stops its other ranks.
+`locks_outputs("out", ...)` wraps a stage's `run`: it refuses outputs that are devices, FIFOs, sockets or paths
+through a symbolic-link loop, then locks the named arguments' paths. Under torchrun only rank 0 writes shared
+outputs (`DistInfo.is_main`), so only rank 0 takes the lock; a second torchrun job is refused at its rank 0, and
+torchrun stops its other ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.output_folder import symlink_loop
 
 F = TypeVar("F", bound=Callable[..., Any])
 SUFFIX = ".ser-lock"
@@ -43,6 +45,10 @@ def check_not_special(output: Path, option: str = "--out") -> None:
         mode = os.stat(output).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # `ln -s loop loop; --out loop/run`: no file can ever be written there
+            raise symlink_loop(option, output) from None
+        raise
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise UserError(f"{option} {output}: exists and is not a regular file or folder (a device, FIFO or socket); "
                         "choose another path")

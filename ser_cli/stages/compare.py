@@ -36,7 +36,7 @@ from ser_cli.report.render import (
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.hashing import file_sha256
-from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
+from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash, resolve_path
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log
 from ser_cli.runtime.provenance import code_version, machine_facts
@@ -117,7 +117,7 @@ def plain_text(table: Table) -> str:
 def _check_inputs(evals: list[Path], out: Path) -> None:
     if not evals:
         raise UserError("ser compare: give at least one evaluation folder (ser evaluate --out EVAL)")
-    resolved = [Path(p).resolve() for p in evals]
+    resolved = [resolve_path(f"EVAL#{i + 1}", Path(p)) for i, p in enumerate(evals)]
     for p, r in zip(evals, resolved, strict=True):
         if resolved.count(r) > 1:
             raise UserError(f"{p}: given more than once; each evaluation folder counts once")

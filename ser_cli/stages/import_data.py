@@ -30,7 +30,7 @@ from ser_cli.data.importers.parallel import ordered_map, worker_pool
 from ser_cli.data.schema import SPLITS
 from ser_cli.data.writer import StoreWriter, check_data_output, partial_path
 from ser_cli.runtime.errors import UserError
-from ser_cli.runtime.output_folder import check_disjoint
+from ser_cli.runtime.output_folder import check_disjoint, resolve_path
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 
@@ -44,7 +44,7 @@ def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions,
     """Import the dataset at `src` in format `fmt` into `out`; returns the final path (`overwrite`: replace a ser
     data file of other provenance)."""
     importer = build_importer(fmt)
-    src = Path(src).expanduser().resolve()
+    src = resolve_path("SRC", Path(src).expanduser())
     if not src.is_dir():
         raise UserError(f"{src}: source folder not found")
     check_disjoint({"--out": Path(out)}, {"SRC": src})
