@@ -120,3 +120,17 @@ def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path, data: 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
+def test_predict_h5_on_a_full_disk_is_one_line_not_a_crash(tmp_path: Path, sources: dict[str, Path]) -> None:
+    """Before the space check, h5py's buffered writes failed at close (`Can't close file`, a multi-line error) and
+    the process could then die with SIGSEGV (it did with --out on a larger disk)."""
+    disk = tmp_path / "disk"
+    command = [sys.executable, "-m", "ser_cli", "-q", "predict", str(sources["images"]), "--model",
+               str(sources["model"]), "--out", str(disk / "maps"), "--h5", str(disk / "maps.h5"), "--size", "32x48"]
+    done = _on_tiny_disk(disk, "16k", command)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]  # `ls` of the disk adds a line per file
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert lines == [lines[0]] and lines[0].startswith("error: ") and "disk space" in lines[0], done.stderr[-2000:]
+
