@@ -7,9 +7,12 @@ writer is refused with one line naming it (exit 2) instead of the two crashing e
 deletes the lock file before releasing it; a waiter that locked a file already deleted retries on the new one.
 
 `locks_outputs("out", ...)` wraps a stage's `run`: it refuses outputs that are devices, FIFOs, sockets or paths
-through a symbolic-link loop, then locks the named arguments' paths. Under torchrun only rank 0 writes shared
-outputs (`DistInfo.is_main`), so only rank 0 takes the lock; a second torchrun job is refused at its rank 0, and
-torchrun stops its other ranks.
+through a symbolic-link loop, then locks the named arguments' paths. Under torchrun a stage made for it
+(precompute, pretrain-saliency, evaluate) writes shared outputs from rank 0 only (`DistInfo.is_main`), so only rank 0
+takes the lock (the ranks of one job would refuse each other otherwise); a second torchrun job is refused at its rank
+0, before any rank joins the process group, and torchrun stops its other ranks. A stage that runs in one process
+(`locks_outputs(..., torchrun=False)`: train, predict, compare, data synth / import / spurious) refuses a launch of
+several: every rank would write the same output, all but rank 0 unlocked.
 """
 
 from __future__ import annotations
@@ -126,9 +129,11 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def locks_outputs(*names: str, option: dict[str, str] | None = None) -> Callable[[F], F]:
+def locks_outputs(*names: str, option: dict[str, str] | None = None, torchrun: bool = True) -> Callable[[F], F]:
     """Decorate a stage's `run`: check and lock the paths passed as the arguments `names` (None: not given) for
-    the whole call, on rank 0 only (see the module docstring). `option` maps an argument to its CLI name."""
+    the whole call. `option` maps an argument to its CLI name. `torchrun`: the stage splits its work over torchrun's
+    ranks and only rank 0 writes, so only rank 0 locks; False: it runs in one process and a launch of several is
+    refused (see the module docstring)."""
     options = {name: f"--{name}" for name in names} | (option or {})
 
     def decorate(fn: F) -> F:
@@ -140,7 +145,7 @@ def locks_outputs(*names: str, option: dict[str, str] | None = None) -> Callable
             bound.apply_defaults()
             outputs = {options[n]: Path(bound.arguments[n]) for n in names if bound.arguments[n] is not None}
             with contextlib.ExitStack() as stack:
-                if _is_main():
+                if _writes_here(torchrun):
                     for opt, path in outputs.items():
                         check_not_special(path, opt)
                         stack.enter_context(output_lock(path, opt))
@@ -151,7 +156,16 @@ def locks_outputs(*names: str, option: dict[str, str] | None = None) -> Callable
     return decorate
 
 
-def _is_main() -> bool:
+def _writes_here(torchrun: bool) -> bool:
+    """Whether this process writes (and so locks) the outputs: rank 0 of a torchrun stage, any one-process run.
+
+    Raises:
+        UserError: several processes launched for a stage that runs in one.
+    """
     from ser_cli.runtime.distributed import detect  # torch is imported there: only when a stage runs
 
-    return detect().is_main
+    info = detect()
+    if info.is_distributed and not torchrun:
+        raise UserError(f"WORLD_SIZE={info.world_size}: this command runs in one process (torchrun runs ser "
+                        "precompute, pretrain-saliency and evaluate); run it without torchrun")
+    return info.is_main

@@ -53,7 +53,7 @@ class CompareResult:
     guide: list[str] = field(default_factory=list)  # how to read the table, printed under it
 
 
-@locks_outputs("out")
+@locks_outputs("out", torchrun=False)
 def run(evals: list[Path], out: Path, overwrite: bool = False) -> CompareResult:
     """Load, group and report `evals` into the folder `out` (see `OutputFolder` for what an existing one gets)."""
     _check_inputs(evals, out)

@@ -39,7 +39,7 @@ PENDING = "_pending_fixations"
 VOLATILE = ("created_at", "ser_version")  # provenance keys allowed to differ when resuming
 
 
-@locks_outputs("out")
+@locks_outputs("out", torchrun=False)
 def run(cfg: DataConfig, fmt: str, src: Path, out: Path, options: ImportOptions, overwrite: bool = False) -> Path:
     """Import the dataset at `src` in format `fmt` into `out`; returns the final path (`overwrite`: replace a ser
     data file of other provenance)."""

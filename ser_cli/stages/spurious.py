@@ -29,7 +29,7 @@ BLOCK = 64
 TRANSFORM = "train images of class c brightened by 5(c+1)/255 (clipped); test split unchanged"
 
 
-@locks_outputs("out")
+@locks_outputs("out", torchrun=False)
 def run(src: Path, out: Path, overwrite: bool = False) -> Path:
     """Write the spurious copy of `src` to `out`; returns its path (`overwrite`: replace a ser data file of other
     provenance)."""

@@ -24,7 +24,7 @@ from ser_cli.runtime.progress import progress_bar
 BLOCK = 64
 
 
-@locks_outputs("out")
+@locks_outputs("out", torchrun=False)
 def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
     """Generate the file at `out`; returns its path (`overwrite`: replace a ser data file of other settings)."""
     gen = SynthSal(cfg)
