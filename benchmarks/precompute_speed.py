@@ -20,7 +20,7 @@ from benchmarks.common import Row, register_benchmark, smooth_image
 from ser_cli.config import PrecomputeConfig
 from ser_cli.data.writer import StoreWriter
 from ser_cli.models import SaliencyNet
-from ser_cli.models.checkpoint import save_saliency_checkpoint
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
 SIZE = (288, 384)  # (H, W)
 # (backbone, device) -> (train images, test images, batch size): a few batches each, sized for 2 CPU cores.

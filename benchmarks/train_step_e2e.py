@@ -30,8 +30,8 @@ from benchmarks.common import blob_map, smooth_image
 from benchmarks.train_step_worker import StepConfig
 from ser_cli.config import TrainConfig
 from ser_cli.data.writer import StoreWriter
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
 N_TASKS = 2
 

@@ -9,8 +9,9 @@ if it has any) the L2 norm of the gradient the step applies, and the step's rela
 `--steps` optimiser steps it stops the run (its output folder is a temporary one, removed). `--table` prints the
 mean over the recorded steps per block, one row per file, and the ratio of each to the first file's.
 
-The recorder patches nothing in the library: it attaches to the `ContinualTrainer` the stage builds and to
-PyTorch's global optimiser step hook.
+The recorder patches nothing in the library: it is a step hook of the `ContinualTrainer` the stage builds
+(`ser_cli.continual.loop.StepHook`, handed to `ser train` as Click's context object) and PyTorch's global
+optimiser step pre-hook.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -56,7 +56,10 @@ class GradientRecorder:
         self.rows: list[dict[str, dict[str, float]]] = []
         self.blocks: dict[int, str] = {}  # id(parameter) -> block
 
-    def attach(self, trainer: ContinualTrainer) -> None:
+    def attach(self, trainer: ContinualTrainer, *_: Any) -> None:
+        """The step hook: before each step, know the classifier's parameters (the same ones every step)."""
+        if self.blocks:
+            return
         learner = trainer.learner
         named = list(learner.classifier.named_parameters())
         if learner.modulation is not None:
@@ -95,20 +98,16 @@ def _block_order(block: str) -> tuple[int, int]:
 
 def record(train_args: list[str], steps: int) -> GradientRecorder:
     """Run `ser train TRAIN_ARGS` in this process until `steps` classifier steps are recorded."""
-    from ser_cli.cli.app import main as ser_main
+    from ser_cli.cli.app import app
 
     recorder = GradientRecorder(steps)
-    original = ContinualTrainer.__init__
-
-    def init(trainer: ContinualTrainer, *args: Any, **kwargs: Any) -> None:
-        original(trainer, *args, **kwargs)
-        recorder.attach(trainer)
-
     hook = register_optimizer_step_pre_hook(recorder.before_step)
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(ContinualTrainer, "__init__", init):
-        sys.argv = ["ser", "-q", "train", "--out", str(Path(tmp) / "run"), *train_args]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["-q", "train", "--out", str(Path(tmp) / "run"), *train_args]
         try:
-            ser_main()
+            code = app(args, prog_name="ser", standalone_mode=False, obj={"step_hooks": [recorder.attach]})
+            if code:  # a user or run error: its one line is already on stderr
+                raise SystemExit(code)
         except EnoughSteps:
             pass
         except SystemExit as done:

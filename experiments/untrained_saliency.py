@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:

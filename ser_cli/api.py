@@ -34,11 +34,11 @@ from ser_cli.continual.evaluation import evaluate_task
 from ser_cli.continual.learner import Learner, build_learner
 from ser_cli.continual.loggers import TrainLoggers
 from ser_cli.continual.methods import Method, StreamBatch, build_method, method_names
-from ser_cli.continual.run_io import LoadedRun, load_run
 from ser_cli.continual.seeds import seed_run
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.continual.stream import TensorTaskStream
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.run_io import LoadedRun, load_run
 from ser_cli.runtime.checkpoint import load_artifact, save_checkpoint
 from ser_cli.runtime.errors import UserError
 
@@ -217,10 +217,10 @@ def normalise_maps(maps: Tensor) -> Tensor:
 
 
 def load_saliency_net(path: Path | str) -> SaliencyNet:
-    """The saliency network of a `ser pretrain-saliency` `model.pt` (SER's starting branch)."""
-    from ser_cli.models.checkpoint import load_saliency_checkpoint
+    """The saliency network of a `ser pretrain-saliency` `model.pt` or a SER run's (SER's starting branch)."""
+    from ser_cli.runs.saliency_model import load_saliency_model
 
-    return load_saliency_checkpoint(Path(path))[0]
+    return load_saliency_model(Path(path), need_network=True).net
 
 
 def _start_weights(settings: TrainSettings, net: SaliencyNet | None) -> dict[str, Tensor] | None:

@@ -1,6 +1,10 @@
-"""Typed configuration: pydantic models mirroring `params.yaml` section by section.
+"""Typed configuration: pydantic models mirroring `params.yaml` section by section, assembled into `Params`.
 
-Every stage reads its section from one validated `Params` object. Defaults live here and only here; `params.yaml`
+Each library package owns the section it reads, beside its code: `data` and `data.synth` in
+`ser_cli.data.settings`, `saliency` in `ser_cli.saliency.settings`, the shared `train` keys in
+`ser_cli.continual.settings`; this module adds the sections only a stage reads (`precompute`, `evaluate`, the stage's
+`train` keys) and assembles them. Nothing in the library imports it. Every stage reads its section from one
+validated `Params` object. Defaults live here and only here; `params.yaml`
 repeats them with comments for DVC. Unknown keys, wrong types and out-of-range values are rejected
 (`extra="forbid"`), and `--set section.key=value` overrides are merged *before* validation so they get exactly the
 same checks (see `ser_cli.config_loader`).
@@ -13,105 +17,12 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from ser_cli.continual.settings import MAX_LR, MAX_SEED, MAX_WEIGHT, TrainFields, TrainSettings, resolve_classifier_init
-from ser_cli.runtime.section import PRECISION_HELP, Precision, Section
+from ser_cli.continual.settings import TrainFields, TrainSettings, resolve_classifier_init
+from ser_cli.data.settings import DataConfig, SynthConfig
+from ser_cli.runtime.section import MAX_SEED, MAX_WEIGHT, PRECISION_HELP, Precision, Section
+from ser_cli.saliency.settings import SaliencyConfig
 
-
-class SynthConfig(Section):
-    """SynthSal, the built-in benchmark (`ser data synth`)."""
-
-    height: int = Field(64, ge=16, le=1024, description="Image height in pixels (the paper's 3:4 aspect: 64x96).")
-    width: int = Field(96, ge=16, le=1024, description="Image width in pixels.")
-    n_classes: int = Field(20, ge=2, le=120, description="Number of object classes (at most 120 per family).")
-    train_per_class: int = Field(60, ge=1, description="Training images per class.")
-    test_per_class: int = Field(20, ge=1, description="Test images per class.")
-    seed: int = Field(0, ge=0, le=MAX_SEED,
-                      description="Generator seed; same parameters and seed give a byte-identical file.")
-    purpose: Literal["continual", "pretrain"] = Field(
-        "continual",
-        description="`continual`: the benchmark's classes. `pretrain`: a disjoint family of classes, used to "
-        "pretrain the saliency predictor on classes the continual learner never sees (as the paper does).",
-    )
-    spurious: bool = Field(
-        False, description="The paper's spurious-feature protocol: training images of class c brightened by 5(c+1)/255."
-    )
-    n_distractors: int = Field(4, ge=0, le=32, description="Class-independent distractor objects per image.")
-    object_scale: tuple[float, float] = Field(
-        (0.22, 0.38), description="Range of the object's size as a fraction of the shorter image side."
-    )
-    n_fixations: int = Field(24, ge=1, description="Fixation points per observer.")
-    n_observers: int = Field(2, ge=1, description="Independent observers per image (fixations are stored for all).")
-    fixation_on_object: float = Field(0.75, ge=0, le=1, description="Share of fixations on the class object.")
-    fixation_on_distractors: float = Field(0.15, ge=0, le=1, description="Share of fixations on distractors.")
-    blur_sigma: float = Field(
-        0.035, gt=0, le=0.5, description="Gaussian blur of the fixation density, as a fraction of the image width."
-    )
-
-    @model_validator(mode="after")
-    def _shares_fit(self) -> SynthConfig:
-        if self.fixation_on_object + self.fixation_on_distractors > 1:
-            raise ValueError("fixation_on_object + fixation_on_distractors must be <= 1 (the rest is centre bias)")
-        if not 0 < self.object_scale[0] <= self.object_scale[1] <= 1:
-            raise ValueError(f"object_scale must satisfy 0 < min <= max <= 1 (got {list(self.object_scale)})")
-        return self
-
-
-class DataConfig(Section):
-    """Datasets: the synthetic benchmark and the importers of real data."""
-
-    synth: SynthConfig = SynthConfig()
-    height: int = Field(288, ge=16, le=2048, description="Height imported images are resized to (paper: 288).")
-    width: int = Field(384, ge=16, le=2048, description="Width imported images are resized to (paper: 384).")
-    storage: Literal["raw", "encoded"] = Field(
-        "raw", description="`raw`: decoded uint8 pixels (fast to read). `encoded`: PNG bytes (small, decoded per read)."
-    )
-    workers: int = Field(2, ge=0, description="Worker processes for import and data loading (0 = in process).")
-
-
-class SaliencyConfig(Section):
-    """`ser pretrain-saliency`: the UNISAL-style saliency predictor (method.md section 3)."""
-
-    backbone: str = Field("resnet18_reduced", description="Encoder backbone; must match the classifier's for SER.")
-    n_gaussians: int = Field(0, ge=0, le=64, description="Learned Gaussian prior maps (UNISAL: 16; the paper: 0).")
-    epochs: int = Field(4, ge=1, description="Passes over the pretraining split (SynthSal defaults: ~3 CPU-minutes).")
-    batch_size: int = Field(16, ge=1, description="Images per optimiser step and process: under torchrun with K "
-                            "processes each takes batch_size images, a step sees K * batch_size.")
-    lr: float = Field(0.05, gt=0, le=MAX_LR,
-                      description="Decoder learning rate; the encoder uses lr * encoder_lr_factor.")
-    encoder_lr_factor: float = Field(0.1, gt=0, le=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay_decoder: float = Field(1e-4, ge=0, le=1)
-    weight_decay_encoder: float = Field(1e-5, ge=0, le=1)
-    lr_decay: float = Field(0.7, gt=0, le=1, description="Exponential decay of both learning rates per epoch.")
-    w_cc: float = Field(0.0, ge=0, le=MAX_WEIGHT, description="Weight of the -CC term added to the KLD loss.")
-    w_nss: float = Field(0.0, ge=0, le=MAX_WEIGHT, description="Weight of the -NSS term (needs fixation points).")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the training split held out for validation.")
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    init_from: str | None = Field(None, description="Classification checkpoint (resnet18 state dict) for the encoder.")
-    backbone_weights: str | None = Field(
-        None, description="A local torchvision weights file (state dict, e.g. resnet50-*.pth) the encoder starts from; "
-        "torchvision backbones only (resnet50, mobilenet_v2, efficientnet_b0). null: random weights.")
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    checkpoint_every: int = Field(
-        50, ge=0, description="Also write checkpoint.pt every N optimiser steps (0: only at epoch ends)."
-    )
-    workers: int = Field(0, ge=0, description="DataLoader worker processes (0: read in the training process).")
-    precise_bn_batches: int = Field(
-        20, ge=0, description="After training, re-estimate BatchNorm statistics on N training batches with the "
-        "final weights (precise BN); 0 keeps the running averages."
-    )
-    sync_bn: bool = Field(
-        False, description="Under torchrun: BatchNorm statistics over the K processes' batches together "
-        "(synchronised BatchNorm), so K processes train like one with a K-fold batch; false: each process "
-        "normalises with its own batch's statistics. No effect in one process."
-    )
-
-    @model_validator(mode="after")
-    def _one_encoder_start(self) -> SaliencyConfig:
-        if self.init_from and self.backbone_weights:
-            raise ValueError("saliency.init_from and saliency.backbone_weights both set the encoder's start; "
-                             "set only one")
-        return self
+__all__ = ["DataConfig", "EvaluateConfig", "Params", "PrecomputeConfig", "SaliencyConfig", "SynthConfig", "TrainConfig"]
 
 
 class PrecomputeConfig(Section):
@@ -160,11 +71,16 @@ class TrainConfig(TrainFields):
     def settings(self, class_il_logits: str = "seen") -> TrainSettings:
         """The library's settings of this run: the shared keys, `classifier_init` resolved to its kind (a
         torchvision `backbone_weights` file is a checkpoint start)."""
-        shared = {name: getattr(self, name) for name in TrainFields.model_fields}
         kind = resolve_classifier_init(self.classifier_init, self.ser, self.saliency_checkpoint)
         if self.backbone_weights:
             kind = "checkpoint"
-        return TrainSettings(**shared, classifier_init=kind, class_il_logits=class_il_logits)
+        if class_il_logits not in ("seen", "all"):
+            raise ValueError(f"class_il_logits must be seen or all (got {class_il_logits!r})")
+        # Every shared value was validated once, as this section was; built without a second pass (the same
+        # TrainFields validators would only run again), `mnp_blocks` as the library's tuple.
+        shared = {name: getattr(self, name) for name in TrainFields.model_fields}
+        shared["mnp_blocks"] = tuple(self.mnp_blocks)
+        return TrainSettings.model_construct(**shared, classifier_init=kind, class_il_logits=class_il_logits)
 
 
 def _parse_epsilon(value: object) -> object:

@@ -36,9 +36,9 @@ from typing import Any
 
 import submitit
 
-from ser_cli.config_loader import load_yaml_file
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.progress import log
+from ser_cli.runtime.yaml_files import load_yaml_file
 from ser_cli.sweep_grid import GridPoint, grid_points, is_grid_file
 
 GENERIC = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name"}

@@ -17,8 +17,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ser_cli.config_loader import load_yaml_file
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.yaml_files import load_yaml_file
 from ser_cli.sweep import Experiment, yaml_value
 from ser_cli.sweep_grid import GridPoint
 

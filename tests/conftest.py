@@ -93,8 +93,8 @@ def saliency_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained reduced-ResNet-18 saliency checkpoint (seed 0): what SER starts from in the train tests."""
     import torch
 
-    from ser_cli.models.checkpoint import save_saliency_checkpoint
     from ser_cli.models.saliency_net import SaliencyNet
+    from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("sal") / "model.pt"

@@ -166,8 +166,8 @@ def test_task_end_line_numbers_from_one_and_gives_both_scenarios() -> None:
 
 
 def test_classifier_init_resolves_as_ser_train_does(tmp_path: Path) -> None:
-    from ser_cli.models.checkpoint import save_saliency_checkpoint
     from ser_cli.models.saliency_net import SaliencyNet
+    from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
     torch.manual_seed(5)
     net = SaliencyNet("resnet18_reduced")

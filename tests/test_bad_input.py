@@ -21,8 +21,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests.conftest import make_synth
 
 runner = CliRunner()
@@ -492,7 +492,7 @@ def test_weights_that_go_nan_stop_training_with_one_line_and_keep_the_checkpoint
 
 
 def test_a_saliency_model_with_nan_weights_is_never_written(tmp_path: Path) -> None:
-    from ser_cli.models.checkpoint import save_saliency_checkpoint
+    from ser_cli.runs.saliency_file import save_saliency_checkpoint
     from ser_cli.runtime.errors import RunFailure
 
     net = SaliencyNet("resnet18_reduced")

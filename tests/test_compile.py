@@ -12,7 +12,7 @@ import torch
 from ser_cli.continual import learner as learner_module
 from ser_cli.continual.learner import build_learner
 from ser_cli.continual.methods import build_method
-from ser_cli.continual.run_io import config_hash
+from ser_cli.runs.run_io import config_hash
 from ser_cli.runtime.device import fused_optimizer_option
 from tests.continual_data import derpp_ser_steps, tiny_settings
 

@@ -22,11 +22,11 @@ from ser_cli.continual.learner import build_learner
 from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.continual.methods import StreamBatch, build_method
 from ser_cli.continual.methods.cope import momentum_update, ppp_terms
-from ser_cli.continual.run_io import config_hash, load_run
 from ser_cli.continual.settings import TrainSettings
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.prototype_head import PrototypeHead
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.run_io import config_hash, load_run
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests.continual_data import tiny_settings, tiny_stream
 from tests.test_loop import _assert_same_run, _serialise
 

@@ -172,7 +172,7 @@ def test_ddp_sigkill_then_rerun_equals_uninterrupted(tiny_synth_pretrain: Path, 
 def trained_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny DER++ + SER run (2 tasks of 2 classes) on conftest's file, with its own maps as SER targets."""
     from ser_cli.models import SaliencyNet
-    from ser_cli.models.checkpoint import save_saliency_checkpoint
+    from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
     root = tmp_path_factory.mktemp("ddp_eval")
     torch.manual_seed(0)

@@ -265,10 +265,10 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_synth: Path, tmp_path: Path) -
 def _patch_load_run(monkeypatch: pytest.MonkeyPatch, run: StandInRun) -> None:
     """Route the CLI's `load_run` to the stand-in (the real `run_io` module when present, a stub otherwise)."""
     try:
-        from ser_cli.continual import run_io
+        from ser_cli.runs import run_io
     except ImportError:
-        run_io = types.ModuleType("ser_cli.continual.run_io")
-        monkeypatch.setitem(sys.modules, "ser_cli.continual.run_io", run_io)
+        run_io = types.ModuleType("ser_cli.runs.run_io")
+        monkeypatch.setitem(sys.modules, "ser_cli.runs.run_io", run_io)
     monkeypatch.setattr(run_io, "load_run", lambda run_dir, device: run, raising=False)
 
 
@@ -294,9 +294,9 @@ def test_cli_evaluate_prints_the_folder_or_json(tiny_synth: Path, tmp_path: Path
 def test_end_to_end_through_ser_train(tiny_synth: Path, maps_file: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """`ser train` (DER++ with and without SER) -> `ser evaluate` -> `ser compare`, on the real run format."""
-    from ser_cli.continual.run_io import load_run
     from ser_cli.metrics.robustness import attack_loss
-    from ser_cli.models.checkpoint import save_saliency_checkpoint
+    from ser_cli.runs.run_io import load_run
+    from ser_cli.runs.saliency_file import save_saliency_checkpoint
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)

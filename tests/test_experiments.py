@@ -15,8 +15,8 @@ import yaml
 
 from experiments.snapshot import snapshot
 from experiments.task_end_losses import summarize
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests.conftest import make_synth
 
 ROOT = Path(__file__).resolve().parents[1]

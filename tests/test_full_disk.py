@@ -134,3 +134,25 @@ def test_predict_h5_on_a_full_disk_is_one_line_not_a_crash(tmp_path: Path, sourc
     assert done.returncode == 1, done.stderr[-2000:]
     assert lines == [lines[0]] and lines[0].startswith("error: ") and "disk space" in lines[0], done.stderr[-2000:]
 
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
+def test_pngs_that_would_fill_the_disk_under_an_open_h5_stop_first(tmp_path: Path, sources: dict[str, Path]) -> None:
+    """The maps file fits (the margin made small so that it does on a 2 MB disk) but a large image's PNGs do not:
+    they are refused before PIL fills the disk. Before, PIL filled it and the line named no file (`error: output: No
+    space left on device`); with more maps buffered (40 noisy images at 256x256 on 8 MB), HDF5 then failed to close
+    the open --h5 file too (`Can't close file`, as in the test above)."""
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big"
+    big.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)  # PNG cannot shrink it
+    Image.fromarray(noise).save(big / "zz.png")
+    disk = tmp_path / "disk"
+    command = faults.command("set-attr", "ser_cli.runtime.disk.MARGIN_BYTES", 300_000, "-q", "predict",
+                             sources["images"], big, "--model", sources["model"], "--out", disk / "maps", "--h5",
+                             disk / "maps.h5", "--size", "32x48", "--batch-size", 1)
+    done = _on_tiny_disk(disk, "2m", command)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert lines == [lines[0]] and "the PNGs of 1 image(s) need" in lines[0], done.stderr[-2000:]

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser_cli.models.checkpoint import save_saliency_checkpoint
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests import faults
 from tests.conftest import make_synth, seeded_saliency_net
 from tests.fixtures_formats import write_salicon

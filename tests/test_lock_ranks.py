@@ -58,8 +58,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ["data", "synth", "--out", "{out}"],
     ["data", "spurious", "{data}", "--out", "{out}"],
     ["data", "import", "imagefolder", "{tmp}", "--out", "{out}"],
+    ["train", "--data", "{data}", "--out", "{out}"],
     ["compare", "{data}", "--out", "{out}"],
-], ids=["data-synth", "data-spurious", "data-import", "compare"])
+    ["predict", "{data}", "--model", "{data}", "--out", "{out}"],
+], ids=["data-synth", "data-spurious", "data-import", "train", "compare", "predict"])
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_one_process_command_refuses_several_ranks(args: list[str], rank: int, data: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -255,3 +255,27 @@ def test_a_random_classifier_is_not_a_saliency_network_of_the_same_seed(seed: in
     shared = [name for name, p in trainer.learner.classifier.named_parameters()
               if name in encoder and p.shape == encoder[name].shape and p.dim() > 1 and torch.equal(p, encoder[name])]
     assert shared == []  # conv weights: random draws (BatchNorm's 1s and 0s are equal in any two networks)
+
+
+def test_step_hooks_see_every_step_before_it_runs_and_change_nothing() -> None:
+    """The public per-step hook: called once per step with the trainer and the batch about to be trained on, before
+    the step (the step counter has not moved yet); a run with a read-only hook equals one without."""
+    settings = tiny_settings(method="derpp", ser=True)
+    seen: list[tuple[int, int]] = []
+    heads: list[torch.Tensor] = []
+
+    def hook(trainer: ContinualTrainer, batch) -> None:
+        seen.append((trainer.position.step, len(batch[2])))
+        heads.append(trainer.learner.classifier.head.weight.detach().clone())
+
+    hooked = ContinualTrainer(settings, tiny_stream(), step_hooks=[hook])
+    events: list[ProgressEvent] = []
+    hooked.progress = events.append
+    hooked.run()
+    steps = [e for e in events if e.kind == "step"]
+    assert [s for s, _ in seen] == [e.step - 1 for e in steps] == list(range(len(steps)))
+    assert all(n > 0 for _, n in seen)
+    assert not torch.equal(heads[0], heads[-1])  # the hook saw the weights move between steps
+    plain = ContinualTrainer(settings, tiny_stream())
+    plain.run()
+    _assert_same_run(hooked, plain)

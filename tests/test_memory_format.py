@@ -9,7 +9,7 @@ import torch
 from ser_cli.config_loader import load_params
 from ser_cli.continual.learner import build_learner
 from ser_cli.continual.loop import ContinualTrainer
-from ser_cli.continual.run_io import config_hash
+from ser_cli.runs.run_io import config_hash
 from ser_cli.runtime.device import memory_format_for
 from ser_cli.runtime.errors import UserError
 from tests.continual_data import derpp_ser_steps, tiny_settings, tiny_stream

@@ -11,7 +11,6 @@ import pytest
 from ser_cli.config import TrainConfig
 from ser_cli.config_loader import load_params
 from ser_cli.continual.methods import method_class, method_names
-from ser_cli.continual.run_io import HASHED_FOR_EVERY_METHOD, METHOD_SETTINGS, config_hash
 from ser_cli.continual.settings import (
     METHOD_KNOBS,
     CopeKnobs,
@@ -21,6 +20,7 @@ from ser_cli.continual.settings import (
     TrainSettings,
     method_knob_owners,
 )
+from ser_cli.runs.run_io import HASHED_FOR_EVERY_METHOD, METHOD_SETTINGS, config_hash
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.section import Section
 

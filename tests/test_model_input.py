@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
-from ser_cli.saliency.model_input import input_record, read_recorded_size, recorded_size
+from ser_cli.runs.model_input import input_record, read_recorded_size, recorded_size
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests.conftest import make_synth
 
 

@@ -13,7 +13,7 @@ import torch
 
 import ser_cli.cli.app
 from ser_cli.cli import entry
-from ser_cli.models.checkpoint import load_saliency_checkpoint
+from ser_cli.runs.saliency_file import load_saliency_checkpoint
 
 
 @pytest.mark.parametrize(("user", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])

@@ -21,8 +21,8 @@ import torch
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import MANIFEST, OutputFolder, check_disjoint
 from ser_cli.runtime.output_lock import lock_path, output_lock

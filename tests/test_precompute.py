@@ -24,7 +24,7 @@ from ser_cli.data.maps_work import work_path
 from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter
 from ser_cli.models import SaliencyNet
-from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
+from ser_cli.runs.saliency_file import file_sha256, save_saliency_checkpoint
 from tests import faults
 from tests.conftest import seeded_saliency_net
 
@@ -146,7 +146,8 @@ def test_kill_9_then_resume_gives_identical_file(
     assert resumed.returncode == 0, stderr
     assert "resuming" in stderr
     assert filecmp.cmp(out, reference, shallow=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.h5", "maps.metrics.json"]  # no work files left
+    # no work files left (the headline: `ser_cli.metrics.headline`)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.h5", "maps.metrics.headline.json", "maps.metrics.json"]
 
 
 @pytest.mark.slow
@@ -166,7 +167,7 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path, reference: Path, tiny_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)  # only rank 0 reports
     assert filecmp.cmp(out, reference, shallow=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.h5", "maps.metrics.json"]  # work files removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.h5", "maps.metrics.headline.json", "maps.metrics.json"]
 
 
 def test_from_dataset_copies_the_data_maps(tmp_path: Path, tiny_synth: Path) -> None:

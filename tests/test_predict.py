@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
 from ser_cli.continual.learner import build_learner
-from ser_cli.continual.run_io import save_run_model
 from ser_cli.data.image_files import output_names
 from ser_cli.data.store import DataFile
 from ser_cli.models import SaliencyNet
-from ser_cli.models.checkpoint import save_saliency_checkpoint
+from ser_cli.runs.run_io import save_run_model
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests.conftest import seeded_saliency_net
 from tests.continual_data import tiny_settings
 

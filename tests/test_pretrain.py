@@ -25,8 +25,8 @@ from ser_cli.data.store import DataFile
 from ser_cli.data.writer import StoreWriter
 from ser_cli.metrics.saliency import cc, center_bias_map, kld
 from ser_cli.models import SaliencyNet, build_backbone
-from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
 from ser_cli.models.normalize import Normalizer
+from ser_cli.runs.saliency_file import file_sha256, load_saliency_checkpoint
 from ser_cli.saliency.encoder_init import load_classifier_encoder
 from ser_cli.saliency.saliency_trainer import (
     build_optimizer,
@@ -66,8 +66,8 @@ def trained(tiny_synth_pretrain: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_outputs_have_the_contract_keys_and_finite_numbers(trained: Path) -> None:
-    assert sorted(p.name for p in trained.iterdir()) == [".ser-output.json", "metrics.json", "model.pt",
-                                                         "predictions.png", "train_log.csv"]  # no checkpoint.pt
+    assert sorted(p.name for p in trained.iterdir()) == [".ser-output.json", "headline.json", "metrics.json",
+                                                         "model.pt", "predictions.png", "train_log.csv"]  # no ckpt
     metrics = json.loads((trained / "metrics.json").read_text())
     expected = METRIC_KEYS | {f"center_bias_{k}" for k in METRIC_KEYS} | {"train_seconds", "epochs",
                                                                           "train_images", "val_images"}

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from ser_cli.cli.app import app
 from ser_cli.continual.learner import build_learner, modulation_diagnostics
 from ser_cli.continual.settings import resolve_classifier_init
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from ser_cli.runtime.errors import UserError
 from ser_cli.saliency.encoder_init import backbone_weights
 from tests.continual_data import tiny_settings, tiny_stream

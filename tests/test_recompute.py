@@ -10,8 +10,8 @@ import torch
 
 from ser_cli.continual.learner import build_learner
 from ser_cli.continual.methods import StreamBatch, build_method
-from ser_cli.continual.run_io import config_hash
 from ser_cli.models.recompute import recompute_in_backward
+from ser_cli.runs.run_io import config_hash
 from tests.continual_data import tiny_settings, tiny_stream
 
 SHAPE = (3, 16, 24)

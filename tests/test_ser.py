@@ -111,6 +111,43 @@ def test_saliency_optimizer_groups_follow_the_paper() -> None:
     assert len(decoder["params"]) + len(encoder["params"]) == len(list(net.parameters()))
 
 
+def test_the_branch_optimiser_reads_its_train_keys_and_is_pretrainings_builder() -> None:
+    """train.sal_* reach the SER branch's SGD; at the same values pretraining's optimiser is the same SGD."""
+    from ser_cli.saliency.saliency_trainer import build_optimizer
+    from ser_cli.saliency.settings import SaliencyConfig
+
+    keys = {"sal_encoder_lr_factor": 0.2, "sal_momentum": 0.5, "sal_weight_decay_decoder": 0.003,
+            "sal_weight_decay_encoder": 0.0007}
+    learner = build_learner(tiny_settings(ser=True, sal_lr=0.05, **keys), "cpu")
+    decoder, encoder = learner.saliency.optimizer.param_groups
+    assert (decoder["lr"], decoder["momentum"], decoder["weight_decay"]) == (0.05, 0.5, 0.003)
+    assert (encoder["lr"], encoder["momentum"], encoder["weight_decay"]) == (pytest.approx(0.01), 0.5, 0.0007)
+    net = SaliencyNet("resnet18_reduced")
+    pretrain = build_optimizer(net, SaliencyConfig(lr=0.05, encoder_lr_factor=0.2, momentum=0.5,
+                                                   weight_decay_decoder=0.003, weight_decay_encoder=0.0007))
+    ser = saliency_optimizer(net, 0.05, tiny_settings(ser=True, **keys))
+    drop = ("params", "initial_lr")
+    assert [{k: v for k, v in g.items() if k not in drop} for g in pretrain.param_groups] == \
+        [{k: v for k, v in g.items() if k not in drop} for g in ser.param_groups]
+
+
+def test_the_branch_optimiser_keys_keep_every_earlier_config_hash() -> None:
+    """At their defaults the four train.sal_* keys are left out of the hash (runs made before them keep theirs);
+    changed, each makes another configuration."""
+    import hashlib
+    import json
+
+    from ser_cli.runs.run_io import METHOD_SETTINGS, NOT_IN_CONFIG_HASH, config_hash
+
+    settings = tiny_settings(method="derpp", ser=True)
+    later = ("sal_encoder_lr_factor", "sal_momentum", "sal_weight_decay_decoder", "sal_weight_decay_encoder")
+    before = {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_CONFIG_HASH and k not in later
+              and "derpp" in METHOD_SETTINGS.get(k, ("derpp",))}
+    assert config_hash(settings) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    changed = {config_hash(tiny_settings(method="derpp", ser=True, **{k: 0.5})) for k in later}
+    assert len(changed) == 4 and config_hash(settings) not in changed
+
+
 def test_stream_features_come_from_before_the_saliency_update_and_are_detached() -> None:
     learner = build_learner(tiny_settings(ser=True, sal_lr=0.5), "cpu")
     batch = _batch(tiny_stream())

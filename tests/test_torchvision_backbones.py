@@ -201,7 +201,7 @@ def test_pretrain_precompute_train_evaluate_with_mobilenet_v2_from_torchvision_w
     from typer.testing import CliRunner
 
     from ser_cli.cli.app import app
-    from ser_cli.models.checkpoint import file_sha256
+    from ser_cli.runs.saliency_file import file_sha256
     from tests.conftest import make_synth
 
     data = make_synth(tmp_path / "d.h5", n_classes=4, train_per_class=4, test_per_class=2)

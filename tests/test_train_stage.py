@@ -16,9 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from ser_cli.cli.app import app
-from ser_cli.continual.run_io import load_run
-from ser_cli.models.checkpoint import save_saliency_checkpoint
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.runs.run_io import load_run
+from ser_cli.runs.saliency_file import save_saliency_checkpoint
 from tests import faults
 from tests.conftest import make_synth
 

@@ -45,8 +45,8 @@ def evaluate(
 
     cfg = build_params(params, set_, seed, "evaluate.seed").evaluate
     stage.check_run_dir(run)
-    from ser_cli.continual.run_identity import START_WEIGHTS
-    from ser_cli.continual.run_io import load_run  # imports torch: after the cheap checks
+    from ser_cli.runs.run_identity import START_WEIGHTS
+    from ser_cli.runs.run_io import load_run  # imports torch: after the cheap checks
 
     dev = distributed.rank_device(resolve_device(device), distributed.detect())
     loaded = load_run(run, dev)

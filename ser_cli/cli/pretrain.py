@@ -12,8 +12,6 @@ import typer
 from ser_cli.cli.errors import error_boundary
 from ser_cli.cli.options import DeviceOpt, JsonOpt, ParamsOpt, QuietOpt, RestartOpt, SeedOpt, SetOpt, build_params
 
-SHOWN = ("kld", "cc", "sim", "nss", "auc_judd")
-
 
 @error_boundary
 def pretrain_saliency(
@@ -52,11 +50,13 @@ def pretrain_saliency(
         typer.echo(json.dumps({"model": str(result.model), "files": [str(f) for f in result.files],
                                "metrics": result.metrics}, indent=2, sort_keys=True))
         return
+    from ser_cli.metrics.saliency import SCORE_NAMES
+
     typer.echo(str(result.model))
     m = result.metrics
-    typer.echo(f"{'held-out':<10}" + "".join(f"{k:>10}" for k in SHOWN))
+    typer.echo(f"{'held-out':<10}" + "".join(f"{k:>10}" for k in SCORE_NAMES))
     for label, prefix in (("model", ""), ("centre", "center_bias_")):
-        typer.echo(f"{label:<10}" + "".join(_fmt(m[prefix + k]) for k in SHOWN))
+        typer.echo(f"{label:<10}" + "".join(_fmt(m[prefix + k]) for k in SCORE_NAMES))
 
 
 def _fmt(value: float | None) -> str:

@@ -66,7 +66,7 @@ def sweep(
 
 
 def _dvc(file: Path, dry: bool, as_json: bool) -> None:
-    from ser_cli.config_loader import load_yaml_file
+    from ser_cli.runtime.yaml_files import load_yaml_file
     from ser_cli.sweep import load_sweep, queue
     from ser_cli.sweep_grid import is_grid_file
 

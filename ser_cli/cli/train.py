@@ -27,6 +27,7 @@ METHOD_HELP = f"{', '.join(method_names())} (the registered methods); NAME_ser i
 
 @error_boundary
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", help="Data file (ser data synth / ser data import).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; rerunning the same command resumes it.")],
     maps: Annotated[Path | None, typer.Option("--maps", help="Maps file from ser precompute (SER targets).")] = None,
@@ -57,7 +58,8 @@ def train(
     ) if value is not None}
     cfg = build_params(params, set_, seed, "train.seed", given)
     metrics = stage.run(cfg, data, maps, out, device,
-                        start="overwrite" if overwrite else "restart" if restart else "resume")
+                        start="overwrite" if overwrite else "restart" if restart else "resume",
+                        step_hooks=step_hooks_of(ctx))
     if as_json:
         typer.echo(json.dumps({"out": str(out), **metrics}, indent=2, sort_keys=True))
         return
@@ -65,3 +67,10 @@ def train(
     typer.echo(f"class-IL {metrics['class_il_final_avg_acc']:.2f}  task-IL {metrics['task_il_final_avg_acc']:.2f}  "
                f"class-IL forgetting {metrics.get('class_il_forgetting', float('nan')):.2f}  "
                f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)")
+
+
+def step_hooks_of(ctx: typer.Context) -> list:
+    """Step hooks a caller running `ser train` in-process handed over as Click's context object
+    (`app(args, obj={"step_hooks": [hook]})`, `ser_cli.continual.loop.StepHook`); none from the command line."""
+    obj = ctx.find_root().obj
+    return list(obj.get("step_hooks", ())) if isinstance(obj, dict) else []

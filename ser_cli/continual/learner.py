@@ -268,7 +268,8 @@ def build_learner(
                                   classifier.activations)
     modulation = modulation.to(device, memory_format=memory_format)
     classifier.recomputed_with = (modulation,)  # a tuple, not a submodule: the state dict stays as it is
-    branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast, settings.stream_taps)
+    branch = SaliencyBranch(net, settings.sal_lr, settings.saliency_frozen, learner_autocast, settings.stream_taps,
+                            settings)
     return Learner(classifier, normalizer, branch, modulation, learner_autocast)
 
 

@@ -10,6 +10,8 @@ Skeleton (Avalanche-style hooks; SER, Bellitto et al., NeurIPS 2024, method.md s
         checkpoint
 
 The `joint` method replaces the task sequence by one phase over all tasks' data (see `methods/joint.py`).
+`step_hooks` are called before every step with the trainer and the batch (`StepHook`): a place to look at the
+learner step by step (gradient probes, custom logging) without copying the loop; each step is `train_step`, public.
 The loop prints nothing: it reports through the optional `progress(event)` callback and hands its whole state to
 the optional `checkpoint(state)` callback. `state_dict()` holds both networks, both optimisers, the buffer with its
 counters and generator, the python / numpy / torch RNG states, the position in the stream and the matrices so far;
@@ -40,6 +42,10 @@ from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.interrupt import Interrupted
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state, rng_preserved, upgrade_legacy_rng_state
 
+# Called before every training step with the trainer and the batch it is about to train on; a hook must not change
+# the training RNGs or the networks if the run is to stay what `ser train` makes.
+StepHook = Callable[["ContinualTrainer", Batch], None]
+
 STATE_FORMAT = "ser-continual-state"
 STATE_VERSION = 2  # 2: RNG states in the `runtime.rng` format (1 is upgraded on load)
 # Settings that may differ between a checkpoint and the run resuming it (`memory_format` and `compile` as the device
@@ -59,6 +65,7 @@ class ContinualTrainer:
         progress: Callable[[ProgressEvent], None] | None = None,
         checkpoint: Callable[[dict[str, Any]], None] | None = None,
         classifier_weights: dict[str, torch.Tensor] | None = None,
+        step_hooks: Iterable[StepHook] = (),
     ) -> None:
         """Seed everything from `settings.seed`, then build the networks, the method and its buffer.
 
@@ -72,6 +79,7 @@ class ContinualTrainer:
                 shares storage with the live networks: serialise it (e.g. `torch.save`) before returning.
             classifier_weights: Backbone tensors (no head) the classifier starts from (`settings.classifier_init`
                 other than `random`); the head keeps its seeded random initialisation.
+            step_hooks: Called before every step (`StepHook`); more may be appended to `self.step_hooks`.
 
         Raises:
             UserError: the stream does not match `settings`, or an invalid name / combination in `settings`.
@@ -79,6 +87,7 @@ class ContinualTrainer:
         _check_stream(settings, stream)
         self.settings, self.stream = settings, stream
         self.progress, self.checkpoint = progress, checkpoint
+        self.step_hooks: list[StepHook] = list(step_hooks)
         self.should_stop: Callable[[], bool] = lambda: False  # polled after each step (Ctrl-C: `stop_requests`)
         seed_run(settings.seed)  # the networks' weights: unrelated to any network built after manual_seed(seed)
         self.learner: Learner = build_learner(settings, device, saliency_net, classifier_weights)
@@ -141,6 +150,8 @@ class ContinualTrainer:
         self._checkpoint()
 
     def _step(self, batch: Batch, phase: Phase) -> dict[str, float]:
+        for hook in self.step_hooks:
+            hook(self, batch)
         images, maps, labels, _ = batch
         every = self.settings.diagnostics_every
         diagnose = bool(every) and self.learner.ser and (self.position.step + 1) % every == 0

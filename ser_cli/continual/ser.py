@@ -2,12 +2,13 @@
 
 Step 1 of every training step (method.md section 4): the saliency net, in train mode, predicts maps for the stream
 batch; the loss is KL(target || prediction) averaged over the batch (`ser_cli.metrics.saliency.kld_loss`); its own
-SGD optimiser (momentum 0.9; decoder lr `sal_lr`, weight decay 1e-4; encoder lr 0.1 * `sal_lr`, weight decay 1e-5)
-takes one step. The encoder features handed to the classifier for the stream batch are those of this forward pass,
-i.e. from BEFORE the update, and are detached so no classification gradient reaches the saliency net. Replayed
-and evaluated images get their features from the net in eval mode without gradients. A frozen branch is really
-frozen: always in eval mode, `requires_grad=False`, no optimiser, no step. The saliency maps are never stored in the
-replay buffer: the branch learns from the stream only.
+SGD optimiser (`train.sal_momentum` 0.9; decoder lr `sal_lr`, weight decay `sal_weight_decay_decoder` 1e-4; encoder
+lr `sal_encoder_lr_factor` 0.1 * `sal_lr`, weight decay `sal_weight_decay_encoder` 1e-5) takes one step. The encoder
+features handed to the classifier for the stream batch are those of this forward pass, i.e. from BEFORE the update,
+and are detached so no classification gradient reaches the saliency net. Replayed and evaluated images get their
+features from the net in eval mode without gradients. A frozen branch is really frozen: always in eval mode,
+`requires_grad=False`, no optimiser, no step. The saliency maps are never stored in the replay buffer: the branch
+learns from the stream only.
 """
 
 from __future__ import annotations
@@ -19,25 +20,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ser_cli.continual.settings import TrainSettings
 from ser_cli.metrics.saliency import kld_loss
 from ser_cli.models.saliency_net import SaliencyNet
-from ser_cli.runtime.device import fused_optimizer_option
-
-SAL_MOMENTUM = 0.9
-DECODER_WEIGHT_DECAY = 1e-4
-ENCODER_WEIGHT_DECAY = 1e-5
-ENCODER_LR_FACTOR = 0.1
+from ser_cli.models.saliency_optimizer import saliency_sgd
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
-def saliency_optimizer(net: SaliencyNet, sal_lr: float) -> torch.optim.SGD:
-    """SGD with momentum 0.9 and two parameter groups: decoder at `sal_lr`, encoder at 0.1 * `sal_lr`."""
-    groups = [
-        {"params": net.decoder_parameters(), "lr": sal_lr, "weight_decay": DECODER_WEIGHT_DECAY},
-        {"params": net.encoder_parameters(), "lr": ENCODER_LR_FACTOR * sal_lr, "weight_decay": ENCODER_WEIGHT_DECAY},
-    ]
-    return torch.optim.SGD(groups, lr=sal_lr, momentum=SAL_MOMENTUM, **fused_optimizer_option(net.parameters()))
+def saliency_optimizer(net: SaliencyNet, sal_lr: float, settings: TrainSettings | None = None) -> torch.optim.SGD:
+    """The branch's optimiser (`ser_cli.models.saliency_optimizer`): decoder at `sal_lr`, encoder at
+    `sal_encoder_lr_factor * sal_lr`, momentum and weight decays `train.sal_*` of `settings` (None: the defaults)."""
+    s = settings if settings is not None else TrainSettings()
+    return saliency_sgd(net, sal_lr, encoder_lr_factor=s.sal_encoder_lr_factor, momentum=s.sal_momentum,
+                        weight_decay_decoder=s.sal_weight_decay_decoder,
+                        weight_decay_encoder=s.sal_weight_decay_encoder)
 
 
 class SaliencyBranch:
@@ -45,7 +42,7 @@ class SaliencyBranch:
 
     def __init__(
         self, net: SaliencyNet, sal_lr: float, frozen: bool, autocast: Autocast = contextlib.nullcontext,
-        stream_taps: str = "train",
+        stream_taps: str = "train", settings: TrainSettings | None = None,
     ) -> None:
         """Wrap `net`; freeze it or give it its optimiser.
 
@@ -57,6 +54,7 @@ class SaliencyBranch:
             stream_taps: `train`: the stream batch is modulated by the taps of the saliency step's own train-mode
                 forward (the authors' design); `eval`: by taps of a separate eval-mode pass before the update, the
                 BatchNorm statistics replay and test images see.
+            settings: The run's `train.sal_*` optimiser hyperparameters (None: their defaults).
         """
         self.net = net
         self.stream_taps = stream_taps
@@ -67,7 +65,7 @@ class SaliencyBranch:
             net.eval()
             net.requires_grad_(False)
         else:
-            self.optimizer = saliency_optimizer(net, sal_lr)
+            self.optimizer = saliency_optimizer(net, sal_lr, settings)
 
     def stream_step(self, x: Tensor, maps: Tensor) -> tuple[list[Tensor], Tensor]:
         """Step 1 of a training step on the stream batch.

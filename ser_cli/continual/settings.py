@@ -22,13 +22,22 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.registry import Registry
-from ser_cli.runtime.section import MEMORY_FORMAT_HELP, PRECISION_HELP, MemoryFormat, Precision, Section, error_message
+from ser_cli.runtime.section import (
+    MAX_LR,
+    MAX_SEED,
+    MAX_WEIGHT,
+    MEMORY_FORMAT_HELP,
+    PRECISION_HELP,
+    MemoryFormat,
+    Precision,
+    Section,
+    error_message,
+)
 
-# Sane bounds of every float setting (and of seeds): a learning rate of 1e30 only makes NaN weights, and a seed
-# beyond 2**32 - 1 fails deep in numpy's seeding.
-MAX_LR = 10.0
-MAX_WEIGHT = 1000.0  # loss weights, temperatures and step factors
-MAX_SEED = 2**32 - 1
+# Keys added after runs were made: `run_io.config_hash` leaves each out at this value (what those runs did), so every
+# earlier run keeps its identity and resumes.
+HASHED_WHEN_CHANGED = {"sal_encoder_lr_factor": 0.1, "sal_momentum": 0.9, "sal_weight_decay_decoder": 1e-4,
+                       "sal_weight_decay_encoder": 1e-5}
 
 
 class MethodKnobs(Section):
@@ -111,7 +120,12 @@ class _LeadingFields(Section):
     mnp: str = Field("multiply", description="Modulation: multiply, dwseparable, aggregate.")
     mnp_blocks: list[int] = Field([1, 1, 1, 1, 1], description="Five 0/1 flags: modulate stem and stages 1-4.")
     saliency_frozen: bool = Field(False, description="Keep the saliency branch fixed (eval mode, no optimiser).")
-    sal_lr: float = Field(0.005, gt=0, le=MAX_LR, description="Saliency decoder learning rate (encoder: 0.1x).")
+    sal_lr: float = Field(0.005, gt=0, le=MAX_LR, description="SER branch's decoder learning rate (encoder: "
+                          "sal_encoder_lr_factor x).")
+    sal_encoder_lr_factor: float = Field(0.1, gt=0, le=1, description="SER branch's encoder lr as a share of sal_lr.")
+    sal_momentum: float = Field(0.9, ge=0, lt=1, description="SER branch's SGD momentum.")
+    sal_weight_decay_decoder: float = Field(1e-4, ge=0, le=1, description="SER branch's decoder weight decay.")
+    sal_weight_decay_encoder: float = Field(1e-5, ge=0, le=1, description="SER branch's encoder weight decay.")
 
 
 class TrainFields(*_knob_bases(), _LeadingFields):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ser_cli.config import SynthConfig
+from ser_cli.data.settings import SynthConfig
 
 Grid = tuple[np.ndarray, np.ndarray]  # (u, v) object-frame coordinates, each (H, W), unit = object radius
 

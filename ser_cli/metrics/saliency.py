@@ -18,7 +18,7 @@ from ser_cli.metrics.fixation_metrics import auc_judd, nss, other_image_fixation
 from ser_cli.metrics.map_inputs import CONVENTIONS, MIT_EPS, check_convention, is_constant, min_max, pair, sum_normalise
 from ser_cli.runtime.errors import UserError
 
-__all__ = ["CONVENTIONS", "MIT_EPS", "auc_judd", "cc", "center_bias_map", "kld", "kld_loss", "nss",
+__all__ = ["CONVENTIONS", "MIT_EPS", "SCORE_NAMES", "auc_judd", "cc", "center_bias_map", "kld", "kld_loss", "nss",
            "other_image_fixations", "saliency_loss", "saliency_scores", "shuffled_auc", "sim"]
 
 
@@ -171,6 +171,10 @@ def saliency_loss(
         per_image = nss(pred, fixations)  # (B,), NaN where an image has no fixations
         loss = loss - w_nss * torch.where(torch.isnan(per_image), torch.zeros_like(per_image), per_image)
     return loss.mean()
+
+
+# Every key `saliency_scores` may return, in the order every table, log and metrics file shows them.
+SCORE_NAMES = ("kld", "cc", "sim", "nss", "auc_judd")
 
 
 @torch.no_grad()

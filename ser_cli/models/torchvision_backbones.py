@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ser_cli.models.registry import Backbone, register_backbone
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.torch_file import read_torch_file
 
 # State-dict entries a file may lack without losing weights (older torchvision files have no BN batch counters).
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
@@ -129,12 +129,7 @@ def load_torchvision_weights(backbone: Backbone, path: Path, option: str) -> int
 
 
 def _read_state_dict(path: Path, option: str) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise UserError(f"{option} {path}: file not found")
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise UserError(f"{option} {path}: not a readable torch weights file ({type(err).__name__})") from None
+    weights = read_torch_file(path, f"{option} {path}", what="torch weights file")
     if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
         raise UserError(f"{option} {path}: expected a torchvision state dict (name -> tensor), "
                         f"got {type(weights).__name__}")

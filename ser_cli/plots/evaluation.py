@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ser_cli.continual.attention import gradcam_of
-from ser_cli.continual.final_test import EvalScope, EvaluableRun, TestLoader
 from ser_cli.metrics.attribution import input_gradient_saliency, mass_inside
 from ser_cli.metrics.robustness import RobustnessResult, stratified_subset
 from ser_cli.metrics.saliency import cc
 from ser_cli.plots.continual import plot_accuracy_matrix, plot_avg_accuracy, plot_robustness, plot_saliency_overlay
 from ser_cli.plots.gradcam import plot_gradcam
+from ser_cli.runs.attention import gradcam_of
+from ser_cli.runs.final_test import EvalScope, EvaluableRun, TestLoader
 
 N_OVERLAY = 8
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ser_cli.continual.run_identity import START_WEIGHTS
+from ser_cli.runs.run_identity import START_WEIGHTS
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.json_files import read_json_object
 

@@ -21,7 +21,8 @@ from scipy import stats
 
 from ser_cli.report.compare import Group, maps_method
 
-SER_ONLY = ("ser", "mnp", "mnp_blocks", "saliency_frozen", "sal_lr", "stream_taps")
+SER_ONLY = ("ser", "mnp", "mnp_blocks", "saliency_frozen", "sal_lr", "sal_encoder_lr_factor", "sal_momentum",
+            "sal_weight_decay_decoder", "sal_weight_decay_encoder", "stream_taps")
 IGNORED = ("seed", "checkpoint_every", "diagnostics_every")
 PAIRED_METRICS = ("class_il_final_avg_acc", "task_il_final_avg_acc", "class_il_forgetting", "clean_acc")
 

@@ -20,6 +20,7 @@ import torch
 from ser_cli.runtime.atomic import atomic_path, remove_stale_temporaries
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.progress import log
+from ser_cli.runtime.torch_file import read_torch_file
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -125,14 +126,7 @@ def load_artifact(path: Path, kind: str, format_version: int, made_by: str, what
         UserError: one line naming the file and what is wrong with it.
     """
     path = Path(path)
-    if path.exists() and not path.is_file():  # never open a FIFO or device: torch.load would block on it
-        raise UserError(f"{path}: not a regular file (a folder, device, FIFO or socket); expected the {what}")
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found; it is written by `{made_by}`")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    payload = read_torch_file(path, missing=f"{what} not found; it is written by `{made_by}`", device=device)
     if not isinstance(payload, dict) or payload.get("kind") != kind:
         raise UserError(f"{path}: not a model written by `{made_by}`")
     check_format_version(path, payload, format_version)

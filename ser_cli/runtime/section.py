@@ -7,6 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+# Sane bounds of every float setting (and of seeds), in every section: a learning rate of 1e30 only makes NaN
+# weights, and a seed beyond 2**32 - 1 fails deep in numpy's seeding.
+MAX_LR = 10.0
+MAX_WEIGHT = 1000.0  # loss weights, temperatures and step factors
+MAX_SEED = 2**32 - 1
+
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]

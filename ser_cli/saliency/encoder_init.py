@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.torch_file import read_torch_file
 
 WRAPPER_KEYS = ("state_dict", "model", "classifier")
 HEAD_PREFIXES = ("head.", "fc.", "linear.", "classifier.")
@@ -71,12 +71,7 @@ def load_classifier_encoder(encoder: nn.Module, path: Path) -> int:
 
 
 def _read(path: Path, option: str) -> object:
-    if not path.is_file():
-        raise UserError(f"{option} {path}: file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise UserError(f"{option} {path}: not a readable torch checkpoint ({type(err).__name__})") from None
+    return read_torch_file(path, f"{option} {path}")
 
 
 def _unwrap(payload: object, source: str) -> dict[str, Tensor]:

@@ -29,15 +29,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ser_cli.config import SaliencyConfig
 from ser_cli.data.dataset import collate
-from ser_cli.metrics.saliency import cc, center_bias_map, saliency_loss, saliency_scores
+from ser_cli.metrics.saliency import SCORE_NAMES, cc, center_bias_map, saliency_loss, saliency_scores
 from ser_cli.models.saliency_net import SaliencyNet
+from ser_cli.models.saliency_optimizer import saliency_sgd
 from ser_cli.runtime import distributed
 from ser_cli.runtime.checkpoint import first_nonfinite
-from ser_cli.runtime.device import autocast, fused_optimizer_option
+from ser_cli.runtime.device import autocast
 from ser_cli.runtime.errors import RunFailure, UserError
 from ser_cli.runtime.seeding import derive_seed
+from ser_cli.saliency.settings import SaliencyConfig
 
 HOLDOUT_STREAM = 1
 ORDER_STREAM = 2
@@ -45,7 +46,6 @@ PRECISE_BN_STREAM = 3
 Normalize = Callable[[Tensor], Tensor]
 Predict = Callable[[Tensor], Tensor]
 Reduce = Callable[[Tensor], Tensor]  # sums over ranks (`runtime.distributed.all_sum_`), or nothing in one process
-SCORES = ("kld", "cc", "sim", "nss", "auc_judd")  # every key `saliency_scores` may return, in a fixed order
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +67,9 @@ def epoch_order(rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
 
 
 def build_optimizer(net: SaliencyNet, cfg: SaliencyConfig) -> torch.optim.SGD:
-    """SGD with momentum and two named groups: `decoder` (lr, weight_decay_decoder) and `encoder` (scaled lr)."""
-    groups = [
-        {"name": "decoder", "params": net.decoder_parameters(), "weight_decay": cfg.weight_decay_decoder},
-        {"name": "encoder", "params": net.encoder_parameters(), "weight_decay": cfg.weight_decay_encoder},
-    ]
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused_optimizer_option(net.parameters()))
-    set_epoch_lr(optimizer, cfg, 0)
-    return optimizer
+    """The saliency optimiser (`ser_cli.models.saliency_optimizer`) with the `saliency` section's hyperparameters."""
+    return saliency_sgd(net, cfg.lr, encoder_lr_factor=cfg.encoder_lr_factor, momentum=cfg.momentum,
+                        weight_decay_decoder=cfg.weight_decay_decoder, weight_decay_encoder=cfg.weight_decay_encoder)
 
 
 def epoch_lrs(cfg: SaliencyConfig, epoch: int) -> dict[str, float]:
@@ -296,8 +291,8 @@ def evaluate_maps(predict: Predict, loader: DataLoader, normalize: Normalize, de
             sums[name] = sums.get(name, 0) + torch.where(valid, values, 0).double().sum()
             counts[name] = counts.get(name, 0) + valid.sum()
     if reduce is not None:  # every rank the same keys, in the same order, also one that scored no image
-        totals = reduce(torch.tensor([[float(sums.get(k, 0)), float(counts.get(k, 0))] for k in SCORES],
-                                     dtype=torch.float64, device=device))  # (len(SCORES), 2)
-        return {k: s / c if c else float("nan") for k, (s, c) in zip(SCORES, totals.tolist(), strict=True)}
+        totals = reduce(torch.tensor([[float(sums.get(k, 0)), float(counts.get(k, 0))] for k in SCORE_NAMES],
+                                     dtype=torch.float64, device=device))  # (len(SCORE_NAMES), 2)
+        return {k: s / c if c else float("nan") for k, (s, c) in zip(SCORE_NAMES, totals.tolist(), strict=True)}
     means = torch.stack([sums[name] / counts[name] for name in sums]).tolist()  # 0 / 0 = NaN for no valid image
     return dict(zip(sums, means, strict=True))

@@ -1,6 +1,6 @@
 """Stage `evaluate`: metrics, robustness, saliency quality and figures of a trained run (`ser evaluate`).
 
-From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cli.continual.run_io.LoadedRun`):
+From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cli.runs.run_io.LoadedRun`):
 
 - continual-learning metrics from its accuracy matrices, class-IL and task-IL (`ser_cli.metrics.continual`;
   method.md section 5): final average accuracy, average after each task, anytime average, forgetting, BWT;
@@ -8,7 +8,7 @@ From a run of `ser train` (anything with the `EvaluableRun` interface of `ser_cl
   (`test_*`, a check against the matrix's last row), the saliency branch's KLD / CC / SIM (+ NSS and AUC-Judd where
   the data file has fixation points) against the test maps (SER runs only), and the model's test throughput;
 - where the final model looks, over the same test images: Grad-CAM of the true class's class-IL logit at the
-  classifier's last stage, through the run's own `logits` (`ser_cli.continual.attention`): `attention_on_object`
+  classifier's last stage, through the run's own `logits` (`ser_cli.runs.attention`): `attention_on_object`
   (share of its mass inside the object, for data files with object masks) and `attention_saliency_cc` (its CC with
   the target maps), and `gradcam.png` (image, Grad-CAM, target map per row);
 - adversarial accuracy for every (attack, epsilon) of `evaluate` on a fixed class-stratified subset of those test
@@ -40,20 +40,10 @@ import torch
 from rich.progress import Progress
 
 from ser_cli.config import EvaluateConfig
-from ser_cli.continual.attention import AttentionSums, attention_batches, merge_attention, summarise_attention
-from ser_cli.continual.final_test import (
-    EvalPass,
-    EvalScope,
-    EvaluableRun,
-    TestLoader,
-    check_same_data,
-    eval_pass_batches,
-    merge_passes,
-    summarise_test_pass,
-)
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.continual import continual_metrics, trained_matrices
+from ser_cli.metrics.headline import evaluation_headline, write_headline
 from ser_cli.metrics.robustness import (
     AttackSettings,
     RobustnessResult,
@@ -65,6 +55,17 @@ from ser_cli.metrics.robustness import (
 )
 from ser_cli.plots.continual import chance_levels
 from ser_cli.plots.evaluation import overlay_of, write_figures, write_gradcam, write_tables
+from ser_cli.runs.attention import AttentionSums, attention_batches, merge_attention, summarise_attention
+from ser_cli.runs.final_test import (
+    EvalPass,
+    EvalScope,
+    EvaluableRun,
+    TestLoader,
+    check_same_data,
+    eval_pass_batches,
+    merge_passes,
+    summarise_test_pass,
+)
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.device import host_facts
@@ -229,6 +230,7 @@ def _write_outputs(tmp: Path, cfg: EvaluateConfig, model: EvaluableRun, data: Da
                   100.0 / scope.n_logits)  # attacks: the argmax over the classes evaluated
     write_gradcam(tmp / "gradcam.png", model, scope, loader, cfg.seed)
     write_json_atomic(tmp / "metrics.json", metrics)
+    write_headline(tmp / "metrics.json", evaluation_headline(metrics))  # what `dvc metrics show` prints
     write_json_atomic(tmp / "run.json", _identity(model, data, maps_path, scope, cfg, source, loader))
     return metrics
 

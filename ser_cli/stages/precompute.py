@@ -34,6 +34,8 @@ from ser_cli.data.maps import FROM_DATASET, MODEL, MapsFile, MapsLayout
 from ser_cli.data.maps_work import MapsWorkFile, ShardPlan, all_work_files, assemble_maps_file, work_path
 from ser_cli.data.schema import MAPS_KIND, SPLITS, file_kind
 from ser_cli.data.store import DataFile
+from ser_cli.metrics.headline import SALIENCY, headline, headline_path, is_headline_file, write_headline
+from ser_cli.runs.model_input import size_warning, warn
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic
 from ser_cli.runtime.device import resolve_device
@@ -42,7 +44,6 @@ from ser_cli.runtime.output_folder import check_disjoint, check_output_file
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar
 from ser_cli.saliency.map_sources import METHODS, Source, build_source
-from ser_cli.saliency.model_input import size_warning, warn
 
 METRIC_BLOCK = 64
 
@@ -106,6 +107,7 @@ def _check_out(out: Path, data: DataFile, metrics_path: Path | None = None) -> N
     check_output_file(out, "--out", lambda p: file_kind(p) == MAPS_KIND, "a maps file")
     metrics = Path(metrics_path) if metrics_path is not None else default_metrics_path(out)
     check_output_file(metrics, "--metrics", is_metrics_file, "a metrics file of `ser precompute`")
+    check_output_file(headline_path(metrics), "--metrics", is_headline_file, "a headline file")
 
 
 def is_metrics_file(path: Path) -> bool:
@@ -222,6 +224,7 @@ def _write_metrics(
         metrics.update(quality_metrics(maps, data))
     path = Path(metrics_path) if metrics_path is not None else default_metrics_path(out)
     write_json_atomic(path, metrics)
+    write_headline(path, headline(metrics, SALIENCY))  # what `dvc metrics show` prints
     return PrecomputeResult(out=out, metrics_path=path, metrics=metrics)
 
 

@@ -1,7 +1,7 @@
 """Stage `predict`: saliency maps for any JPEG or PNG images (`ser predict IMAGES... --model model.pt --out DIR`).
 
 The predictor is the saliency network of a `ser pretrain-saliency` model.pt or of a SER run's model.pt
-(`ser_cli.continual.saliency_model`). Neither records its input size, so `--size HxW` gives it, or it is read from
+(`ser_cli.runs.saliency_model`). Neither records its input size, so `--size HxW` gives it, or it is read from
 the training data file the model.pt names when that file is still there with the same fingerprint. Images
 (`ser_cli.data.image_files`) are decoded and predicted in batches at that size; each map is resized back to its
 image's own size and written as `DIR/NAME.png` (grey, 255 at its maximum) and `DIR/NAME_overlay.png` (a heat overlay,
@@ -22,18 +22,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ser_cli.continual.saliency_model import SaliencyModel, load_saliency_model, map_at
 from ser_cli.data.image_files import ImageFile, find_images, read_image
 from ser_cli.data.maps import quantize_maps
 from ser_cli.data.predictions_file import PredictionsWriter, check_replaceable, predictions_writer
 from ser_cli.data.store import DataFile
 from ser_cli.plots.overlay import heat_overlay
+from ser_cli.runs.model_input import size_warning, warn
+from ser_cli.runs.saliency_model import SaliencyModel, load_saliency_model, map_at
 from ser_cli.runtime.device import resolve_device
+from ser_cli.runtime.disk import check_free_space
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.output_folder import OutputFolder, check_disjoint, identity_hash
 from ser_cli.runtime.output_lock import locks_outputs
 from ser_cli.runtime.progress import log, progress_bar, stderr_console
-from ser_cli.saliency.model_input import read_recorded_size, size_warning, warn
 
 COMMAND = "ser predict"
 SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -60,7 +61,7 @@ class PredictResult:
                 "skipped_images": self.skipped}
 
 
-@locks_outputs("out", "h5")
+@locks_outputs("out", "h5", torchrun=False)
 def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size: str | None = None,
         batch_size: int = 16, device: str = "auto", overwrite: bool = False) -> PredictResult:
     """Predict, write `out/NAME.png`, `out/NAME_overlay.png` and optionally `h5`; see the module docstring."""
@@ -73,7 +74,7 @@ def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size:
     for root in roots:
         check_disjoint(outputs, {"IMAGES": root})
     net = load_saliency_model(model, resolve_device(device))
-    trained = read_recorded_size(model)
+    trained = net.trained_size
     hw = given_size or trained or training_size(net)
     warning = size_warning(model, trained, hw, "--size")
     if warning:
@@ -88,7 +89,7 @@ def run(images: list[str], model: Path, out: Path, h5: Path | None = None, size:
     try:
         with contextlib.ExitStack() as stack:
             attrs = {"model": str(model), "model_sha256": net.sha256, "identity": identity}
-            writer = stack.enter_context(predictions_writer(h5, hw, attrs)) if h5 is not None else None
+            writer = stack.enter_context(predictions_writer(h5, hw, attrs, len(files))) if h5 is not None else None
             _predict_all(net, files, hw, batch_size, staging, writer, result)
         folder.commit()
     except BaseException:
@@ -135,12 +136,20 @@ def _predict_all(net: SaliencyModel, files: list[ImageFile], size: tuple[int, in
             good = [(f, im) for f in chunk if (im := _read(f, result)) is not None]
             if good:
                 preds = net.predict([im for _, im in good], size)  # (B, H, W) at the model size
+                _check_png_space(result.out, [im for _, im in good])
                 for (f, im), pred in zip(good, preds, strict=True):
                     _write_pngs(staging, f, np.asarray(im), map_at(pred, (im.height, im.width)), result)
                 if writer is not None:
                     writer.add([f.name for f, _ in good], [str(f.path) for f, _ in good],
                                [(im.height, im.width) for _, im in good], quantize_maps(preds).numpy())
             bar.update(task, advance=len(chunk), info=f"{len(result.skipped)} skipped" if result.skipped else "")
+
+
+def _check_png_space(out: Path, images: list[Image.Image]) -> None:
+    """RunFailure (one line naming --out) unless the batch's PNGs fit beside `out` (in its staging folder): a PNG
+    that filled the disk while the --h5 file is open would leave HDF5 unable to close that file cleanly
+    (`runtime.disk`). 4 bytes a pixel (grey map and RGB overlay, uncompressed) bound them."""
+    check_free_space(out, sum(4 * im.width * im.height for im in images), f"the PNGs of {len(images)} image(s)")
 
 
 def _read(f: ImageFile, result: PredictResult) -> Image.Image | None:

@@ -39,13 +39,16 @@ from ser_cli import __version__
 from ser_cli.config import SaliencyConfig
 from ser_cli.data.dataset import SplitDataset
 from ser_cli.data.store import DataFile
-from ser_cli.metrics.saliency import cc
-from ser_cli.models.checkpoint import KIND as SALIENCY_KIND
-from ser_cli.models.checkpoint import file_sha256, save_saliency_checkpoint
+from ser_cli.metrics.headline import SALIENCY, headline, write_headline
+from ser_cli.metrics.saliency import SCORE_NAMES, cc
 from ser_cli.models.normalize import Normalizer
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.models.torchvision_backbones import load_torchvision_weights
 from ser_cli.plots.saliency_grid import plot_saliency_grid
+from ser_cli.runs.model_input import KEY as INPUT_KEY
+from ser_cli.runs.model_input import input_record
+from ser_cli.runs.saliency_file import KIND as SALIENCY_KIND
+from ser_cli.runs.saliency_file import file_sha256, save_saliency_checkpoint
 from ser_cli.runtime import distributed
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_checkpoint, load_resumable, remove_checkpoint, save_checkpoint
@@ -58,9 +61,8 @@ from ser_cli.runtime.progress import log, progress_bar, set_quiet
 from ser_cli.runtime.rng import capture_rng_state, restore_rng_state
 from ser_cli.runtime.seeding import derive_seed, seed_everything
 from ser_cli.runtime.sync_batchnorm import convert_sync_batchnorm
+from ser_cli.runtime.torch_file import read_torch_file
 from ser_cli.saliency.encoder_init import load_classifier_encoder
-from ser_cli.saliency.model_input import KEY as INPUT_KEY
-from ser_cli.saliency.model_input import input_record
 from ser_cli.saliency.saliency_trainer import (
     Reduce,
     SaliencyTrainer,
@@ -74,9 +76,9 @@ from ser_cli.saliency.saliency_trainer import (
 
 CHECKPOINT = "checkpoint.pt"
 COMMAND = "ser pretrain-saliency"
-OUTPUTS = ("model.pt", "metrics.json", "predictions.png", "train_log.csv")  # besides checkpoint.pt*
+OUTPUTS = ("model.pt", "metrics.json", "headline.json", "predictions.png", "train_log.csv")  # besides checkpoint.pt*
 RESUME_KEYS = ("trainer", "rng", "elapsed")  # besides "identity"
-METRICS = ("kld", "cc", "sim", "nss", "auc_judd")
+METRICS = SCORE_NAMES  # metrics.json: each for the model and for the centre-bias baseline
 GRID_IMAGES = 6
 INFO_EVERY = 5  # progress-bar postfix refresh, in steps (each refresh is a host sync)
 # Settings that may change between an interrupted run and its resume without changing what is computed.
@@ -151,8 +153,8 @@ def _legacy_folder(out: Path) -> bool:
     if CHECKPOINT in names or has_log_header(out / "train_log.csv", ",".join(LOG_FIELDS)):  # DVC leaves the log
         return True
     try:
-        payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable or missing: not a model of ours
+        payload = read_torch_file(out / "model.pt")
+    except UserError:  # unreadable or missing: not a model of ours
         return False
     return isinstance(payload, dict) and payload.get("kind") == SALIENCY_KIND
 
@@ -290,6 +292,7 @@ def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.da
                    val_images=len(val_rows))
     grid = _write_predictions(out / "predictions.png", trainer, val_rows[:GRID_IMAGES])
     write_json_atomic(out / "metrics.json", metrics)
+    write_headline(out / "metrics.json", headline(metrics, SALIENCY))  # what `dvc metrics show` prints
     cfg = trainer.cfg
     # No wall time in model.pt (metrics.json has it): the same run writes the same bytes, so its sha256 stays put.
     meta = {"params": params_dump(cfg), "metrics": {k: v for k, v in metrics.items() if k != "train_seconds"},
@@ -300,7 +303,7 @@ def _finish(trainer: SaliencyTrainer, info: DataFile, val_loader: torch.utils.da
         meta["backbone_weights_sha256"] = file_sha256(Path(cfg.backbone_weights))
     save_saliency_checkpoint(out / "model.pt", trainer.net, info.fingerprint, meta)
     remove_checkpoint(out / CHECKPOINT)
-    files = [out / "model.pt", out / "metrics.json", grid, out / "train_log.csv"]
+    files = [out / "model.pt", out / "metrics.json", out / "headline.json", grid, out / "train_log.csv"]
     return PretrainResult(model=out / "model.pt", metrics=metrics, files=files)
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import resource
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +22,27 @@ import torch
 from ser_cli.config import Params
 from ser_cli.config_loader import params_to_yaml
 from ser_cli.continual.loggers import TrainLoggers, check_loggers
-from ser_cli.continual.loop import ContinualTrainer
-from ser_cli.continual.run_identity import RunIdentity, check_run_folder, is_legacy_run_folder
-from ser_cli.continual.run_io import config_hash, save_run_model
+from ser_cli.continual.loop import ContinualTrainer, StepHook
 from ser_cli.continual.run_records import ProgressEvent
 from ser_cli.continual.settings import TrainSettings
 from ser_cli.data.maps import MapsFile
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.data.store import DataFile
 from ser_cli.metrics.continual import SCENARIOS, continual_metrics
-from ser_cli.models.checkpoint import file_sha256, load_saliency_checkpoint
+from ser_cli.metrics.headline import TRAIN, headline, write_headline
 from ser_cli.models.registry import build_backbone
 from ser_cli.models.saliency_net import SaliencyNet
 from ser_cli.models.torchvision_backbones import load_torchvision_weights
 from ser_cli.plots.continual import chance_levels, plot_avg_accuracy
+from ser_cli.runs.run_identity import RunIdentity, check_run_folder, is_legacy_run_folder
+from ser_cli.runs.run_io import config_hash, save_run_model
+from ser_cli.runs.saliency_model import load_saliency_model
 from ser_cli.runtime.atomic import write_json_atomic, write_text_atomic
 from ser_cli.runtime.checkpoint import load_resumable, save_checkpoint
 from ser_cli.runtime.clock import TrainingClock
 from ser_cli.runtime.device import host_facts, resolve_device
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.hashing import file_sha256
 from ser_cli.runtime.interrupt import Interrupted, stop_requests
 from ser_cli.runtime.output_folder import check_disjoint, check_owned_folder, mark_owned_folder
 from ser_cli.runtime.output_lock import locks_outputs
@@ -53,15 +56,16 @@ COMMAND = "ser train"
 DIAGNOSTIC = "mod_"  # modulation diagnostics in the log (`Learner.pop_diagnostics`), summarised in metrics.json
 
 
-@locks_outputs("out")
+@locks_outputs("out", torchrun=False)
 def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = "auto",
-        start: str = "resume") -> dict[str, float]:
+        start: str = "resume", step_hooks: Sequence[StepHook] = ()) -> dict[str, float]:
     """Train (or resume) the run in `out`; returns the flat metrics.
 
     Args:
         start: `resume` (continue a checkpoint of the same inputs; a finished run of the same inputs is left as it
             is), `restart` (discard this run's checkpoint and start from zero) or `overwrite` (also replace a
             finished run of other inputs or settings).
+        step_hooks: Given to the `ContinualTrainer` (`ser_cli.continual.loop.StepHook`): called before every step.
     """
     out = Path(out)
     check_disjoint({"--out": out}, {"--data": data, "--maps": maps,
@@ -92,7 +96,7 @@ def run(params: Params, data: Path, maps: Path | None, out: Path, device: str = 
     trainer = ContinualTrainer(settings, scenario, dev, saliency_net if settings.ser else None,
                                checkpoint=lambda state: _save_checkpoint(out, state, log_rows, clock.total(),
                                                                          identity),
-                               classifier_weights=init_weights)
+                               classifier_weights=init_weights, step_hooks=step_hooks)
     _resume(out, trainer, log_rows, clock, identity, restart=start != "resume")
     mark_owned_folder(out, COMMAND)  # only now: a refused run leaves no empty folder behind
     resumed = trainer.position.step > 0
@@ -172,7 +176,7 @@ def _saliency_net(params: Params, settings: TrainSettings) -> tuple[SaliencyNet 
         hint = "" if settings.ser else " (or --set train.classifier_init=random)"
         raise UserError(f"train.saliency_checkpoint: {path} not found; run `ser pretrain-saliency` first or point "
                         f"it at its model.pt{hint}")
-    net, _ = load_saliency_checkpoint(Path(path))
+    net = load_saliency_model(Path(path), need_network=True).net
     if net.config()["backbone"] != settings.backbone:
         # also guards classifier_init=saliency: the encoder must be the classifier's architecture
         raise UserError(f"{path}: saliency network was pretrained with backbone {net.config()['backbone']!r}, "
@@ -273,6 +277,7 @@ def _write_outputs(out: Path, params: Params, settings: TrainSettings, result, m
                                                      "class_il_logits": result.class_il_logits,
                                                      "saliency": result.saliency})
     write_json_atomic(out / "metrics.json", metrics)
+    write_headline(out / "metrics.json", headline(metrics, TRAIN))  # what `dvc metrics show` prints
     write_json_atomic(out / "run.json", {"config_hash": config_hash(settings), "method": settings.method,
                                          "ser": settings.ser, "seed": settings.seed,
                                          "classifier_init": settings.classifier_init,

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from ser_cli.config_loader import safe_yaml
 from ser_cli.runtime.errors import UserError
+from ser_cli.runtime.yaml_files import safe_yaml
 
 BUILTIN_PACKAGE = "ser_cli.data.class_orders"
 

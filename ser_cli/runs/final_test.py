@@ -2,7 +2,7 @@
 
 Class-IL / task-IL hits per task (`metrics.accuracy.hits_per_task`, the same counting as the training loop's
 per-task evaluation), the saliency branch's scores against the test maps (SER runs), and the model's forward time.
-Works on anything with the `EvaluableRun` interface (`continual.run_io.LoadedRun`); prints nothing. The pass yields
+Works on anything with the `EvaluableRun` interface (`ser_cli.runs.run_io.LoadedRun`); prints nothing. The pass yields
 one `EvalPass` per batch and `merge_passes` folds them in batch order, so batches computed by several processes
 (`torchrun ... evaluate`) fold into the same numbers, bit for bit, as one process's.
 """
@@ -29,7 +29,7 @@ from ser_cli.runtime.errors import UserError
 
 
 class EvaluableRun(Protocol):
-    """What evaluation needs from a trained run (`ser_cli.continual.run_io.LoadedRun` provides it)."""
+    """What evaluation needs from a trained run (`ser_cli.runs.run_io.LoadedRun` provides it)."""
 
     settings: TrainSettings
     class_names: list[str]

@@ -41,7 +41,8 @@ class RunIdentity:
 def is_legacy_run_folder(out: Path) -> bool:
     """A run folder `ser train` wrote before run folders carried a manifest: its `run.json` holds an identity, or
     it holds nothing but an interrupted run's `checkpoint.pt` (and files set aside from it), or what DVC leaves of a
-    run before rerunning it (its cache-less outs: `metrics.json` and a `train_log.csv` with train's columns)."""
+    run before rerunning it (its cache-less outs: `metrics.json`, `headline.json` and a `train_log.csv` with train's
+    columns)."""
     out = Path(out)
     try:
         saved = json.loads((out / "run.json").read_text())
@@ -52,7 +53,8 @@ def is_legacy_run_folder(out: Path) -> bool:
     files = [p.name for p in out.rglob("*") if not p.is_dir()]
     if "checkpoint.pt" in files and all(name.startswith("checkpoint.pt") for name in files):
         return True
-    return set(files) <= {"metrics.json", "train_log.csv"} and has_log_header(out / "train_log.csv", "step,task,epoch,")
+    return set(files) <= {"metrics.json", "headline.json", "train_log.csv"} and has_log_header(
+        out / "train_log.csv", "step,task,epoch,")
 
 
 

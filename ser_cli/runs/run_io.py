@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ser_cli.continual.learner import Learner, restore_learner
-from ser_cli.continual.settings import TrainSettings, method_knob_owners
+from ser_cli.continual.settings import HASHED_WHEN_CHANGED, TrainSettings, method_knob_owners
 from ser_cli.runtime.checkpoint import first_nonfinite, load_artifact, refuse_nonfinite, save_checkpoint
 from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.json_files import read_json_object
@@ -44,7 +44,8 @@ METHOD_SETTINGS = {k: methods for k, methods in method_knob_owners().items() if 
 def config_hash(settings: TrainSettings) -> str:
     """Identity of a configuration across seeds: the settings less the seed, bookkeeping and other methods' knobs."""
     config = {k: v for k, v in settings.to_dict().items()
-              if k not in NOT_IN_CONFIG_HASH and settings.method in METHOD_SETTINGS.get(k, (settings.method,))}
+              if k not in NOT_IN_CONFIG_HASH and settings.method in METHOD_SETTINGS.get(k, (settings.method,))
+              and not (k in HASHED_WHEN_CHANGED and v == HASHED_WHEN_CHANGED[k])}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 

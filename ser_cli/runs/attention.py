@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ser_cli.continual.final_test import EvalScope, EvaluableRun, TestLoader
 from ser_cli.metrics.attribution import grad_cam, mass_inside
 from ser_cli.metrics.saliency import cc
+from ser_cli.runs.final_test import EvalScope, EvaluableRun, TestLoader
 
 
 @dataclass

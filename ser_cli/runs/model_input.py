@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ser_cli.models.normalize import IMAGENET_MEAN, IMAGENET_STD
+from ser_cli.runtime.errors import UserError
 from ser_cli.runtime.progress import stderr_console
+from ser_cli.runtime.torch_file import read_torch_file
 
 KEY = "input"
 
@@ -41,8 +41,8 @@ def read_recorded_size(path: Path | str) -> tuple[int, int] | None:
     Memory-maps the file, so reading this next to the loaded model costs no second copy of the weights.
     """
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - whoever loads the model reports an unreadable file
+        payload = read_torch_file(path, mmap=True)
+    except UserError:  # whoever loads the model reports an unreadable file
         return None
     return recorded_size(payload.get("meta")) if isinstance(payload, dict) else None
 
