@@ -47,7 +47,7 @@ def write_data(path: Path, n_train: int, n_test: int) -> Path:
 
 def maps_per_second(root: Path, backbone: str, device: str) -> float:
     """The stage's `maps_per_second` on its second run (the first warms up)."""
-    from ser_cli.stages import precompute
+    from stages import precompute
 
     n_train, n_test, batch = CASES[(backbone, device)]
     data = write_data(root / f"{backbone}-{device}.h5", n_train, n_test)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def make_synth(path: Path, **overrides) -> Path:
     """Write a SynthSal file with small defaults (32x48, 4 classes) and return its path."""
-    from ser_cli.stages import synth
+    from stages import synth
 
     base = dict(height=32, width=48, n_classes=4, train_per_class=6, test_per_class=3, seed=0)
     return synth.run(SynthConfig(**{**base, **overrides}), path)

@@ -6,11 +6,11 @@ may precede the `ser` arguments; each takes the number of values shown.
     step-delay SECONDS         ser train: sleep after every training step (`ContinualTrainer._step`)
     batch-delay SECONDS        ser precompute: sleep after every committed batch (`MapsWorkFile.write`)
     kill-after-calls TARGET N  any command: SIGKILL itself after the N-th return of TARGET in this process, a dotted
-                               name (`ser_cli.stages.import_data._write_block`,
+                               name (`stages.import_data._write_block`,
                                `ser_cli.data.maps_work.MapsWorkFile.write`);
                                for a generator function, after its N-th item, once the caller asks for the next one
     set-attr TARGET VALUE      any command: set the module or class attribute TARGET to VALUE (a Python literal),
-                               e.g. `ser_cli.stages.import_data.BLOCK_ROWS 2` for more, smaller import units
+                               e.g. `stages.import_data.BLOCK_ROWS 2` for more, smaller import units
     count-calls TARGET FILE    any command: append a line to FILE after each return (item) of TARGET
     float64                    any command: compute in float64 (default dtype, and `Tensor.float()` gives float64), for
                                comparisons that fp32 rounding would blur (the DDP equivalence test)

@@ -17,7 +17,7 @@ from ser_cli.api import SERLearner
 from ser_cli.continual.loggers import TrainLoggers, check_loggers
 from ser_cli.continual.loop import ContinualTrainer
 from ser_cli.runtime.errors import UserError
-from ser_cli.stages.train import task_end_line
+from stages.train import task_end_line
 from tests.continual_data import tiny_settings, tiny_stream
 
 ROOT = Path(__file__).resolve().parents[1]

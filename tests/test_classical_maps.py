@@ -267,7 +267,7 @@ def test_bad_method_choices_are_one_line_errors(tiny_synth: Path, tmp_path: Path
 def test_the_stage_refuses_a_model_for_a_classical_method(tiny_synth: Path, tmp_path: Path) -> None:
     from ser_cli.config import PrecomputeConfig
     from ser_cli.runtime.errors import UserError
-    from ser_cli.stages import precompute
+    from stages import precompute
 
     with pytest.raises(UserError, match="--method spectral-residual: takes no --model"):
         precompute.run(PrecomputeConfig(), tiny_synth, tmp_path / "m.h5", model=tmp_path / "model.pt",

@@ -29,10 +29,10 @@ class _Called(Exception):
 
 
 def _stub_stage(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
-    """Replace `ser_cli.stages.<module>.run` by a stub that raises `_Called(cfg)`, so no test trains anything."""
+    """Replace `stages.<module>.run` by a stub that raises `_Called(cfg)`, so no test trains anything."""
     import importlib
 
-    stage = importlib.import_module(f"ser_cli.stages.{module}")
+    stage = importlib.import_module(f"stages.{module}")
     monkeypatch.setattr(stage, "run", lambda cfg, *args, **kwargs: (_ for _ in ()).throw(_Called(cfg)))
 
 

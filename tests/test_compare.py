@@ -14,7 +14,7 @@ from ser_cli.cli.app import app
 from ser_cli.report.compare import group_evals, load_eval
 from ser_cli.report.render import format_stat, group_curves, headline_columns, table_rows
 from ser_cli.runtime.errors import UserError
-from ser_cli.stages import compare as stage
+from stages import compare as stage
 
 runner = CliRunner()
 CLEAN, SPUR, TEST = "d" * 64, "e" * 64, "t" * 64

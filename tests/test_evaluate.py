@@ -30,7 +30,7 @@ from ser_cli.metrics.continual import trained_matrices
 from ser_cli.metrics.saliency import saliency_scores
 from ser_cli.models import SaliencyNet, build_backbone, build_modulation
 from ser_cli.runtime.errors import UserError
-from ser_cli.stages import evaluate as stage
+from stages import evaluate as stage
 from tests.conftest import make_synth
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -84,7 +84,7 @@ MATRIX_2 = {"class_il": [[90.0, None], [50.0, 70.0]], "task_il": [[95.0, None], 
 @pytest.fixture(scope="module")
 def maps_file(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A maps file copied from the data file's own maps (`ser precompute --from-dataset`)."""
-    from ser_cli.stages import precompute
+    from stages import precompute
 
     out = tmp_path_factory.mktemp("maps") / "maps.h5"
     precompute.run(PrecomputeConfig(batch_size=8), tiny_synth, out, model=None, device="cpu")
@@ -234,7 +234,7 @@ def test_wrong_data_or_maps_are_one_line_user_errors(tiny_synth: Path, maps_file
         with pytest.raises(UserError, match=word) as err:
             stage.run(FAST, run, data, tmp_path / "e", maps, "cpu")
         assert "\n" not in str(err.value)
-    from ser_cli.stages import precompute
+    from stages import precompute
 
     foreign_maps = tmp_path / "foreign_maps.h5"
     precompute.run(PrecomputeConfig(), other_seed, foreign_maps, model=None, device="cpu")

@@ -26,8 +26,8 @@ from ser_cli.data.synth import SynthSal, split_labels
 from ser_cli.data.writer import StoreWriter
 from ser_cli.metrics.attribution import grad_cam, mass_inside, pooled_map_capture
 from ser_cli.models.registry import Backbone
-from ser_cli.stages import compare, spurious
-from ser_cli.stages import evaluate as stage
+from stages import compare, spurious
+from stages import evaluate as stage
 from tests.conftest import make_synth
 from tests.continual_data import tiny_settings
 from tests.test_evaluate import MATRIX_2, MEAN, STD, StandInRun

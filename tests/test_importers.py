@@ -244,7 +244,7 @@ def test_two_workers_write_what_no_worker_writes(tmp_path: Path) -> None:
 
 
 def test_interrupted_import_resumes_and_decodes_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ser_cli.stages import import_data
+    from stages import import_data
 
     src = write_salicon(tmp_path / "s")
     reference = imported("salicon", src, tmp_path / "ref.h5")

@@ -163,9 +163,9 @@ def _sets(**values: object) -> list[str]:
 
 COMMANDS = {
     "import": Command(
-        unit="ser_cli.stages.import_data._write_block",
+        unit="stages.import_data._write_block",
         units=sum(math.ceil(n / IMPORT_BLOCK) for n in SALICON_ROWS.values()),
-        faults=("set-attr", "ser_cli.stages.import_data.BLOCK_ROWS", str(IMPORT_BLOCK)),
+        faults=("set-attr", "stages.import_data.BLOCK_ROWS", str(IMPORT_BLOCK)),
         args=lambda i, out: ["data", "import", "salicon", str(i["salicon"]), "--out", str(out), "--workers", "0",
                              *_sets(data__height=32, data__width=48)],
         output="data.h5",
@@ -224,10 +224,10 @@ def _warm_imports() -> None:
     the first optimiser made) and pyplot, most of the cost of a tiny run."""
     import matplotlib.pyplot  # noqa: F401
 
-    import ser_cli.stages.import_data
-    import ser_cli.stages.precompute
-    import ser_cli.stages.pretrain_saliency
-    import ser_cli.stages.train  # noqa: F401
+    import stages.import_data
+    import stages.precompute
+    import stages.pretrain_saliency
+    import stages.train  # noqa: F401
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 

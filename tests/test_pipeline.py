@@ -53,7 +53,7 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_dvc_repro_runs_everything_then_is_up_to_date(tmp_path: Path) -> None:
-    for name in ("ser_cli", ".dvc"):
+    for name in ("ser_cli", "stages", ".dvc"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / ".dvcignore", tmp_path / ".dvcignore")

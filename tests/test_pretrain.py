@@ -38,7 +38,7 @@ from ser_cli.saliency.saliency_trainer import (
     recompute_bn_stats,
     set_epoch_lr,
 )
-from ser_cli.stages import pretrain_saliency as stage
+from stages import pretrain_saliency as stage
 
 runner = CliRunner()
 TINY = {"epochs": 2, "batch_size": 4, "checkpoint_every": 2, "lr": 0.05}

@@ -28,8 +28,8 @@ from ser_cli.report.render import (
     report_markdown,
     rich_table,
 )
-from ser_cli.stages import precompute
-from ser_cli.stages.evaluate import targets_truth_cc
+from stages import precompute
+from stages.evaluate import targets_truth_cc
 from tests.test_compare import CLEAN, _write_eval
 
 
@@ -162,7 +162,7 @@ def test_overlays_use_a_perceptual_colour_map() -> None:
 
 
 def test_the_table_comes_with_five_lines_on_how_to_read_it(tmp_path: Path) -> None:
-    from ser_cli.stages import compare as stage
+    from stages import compare as stage
 
     result = stage.run(_evals(tmp_path), tmp_path / "report")
     guide = result.guide

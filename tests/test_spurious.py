@@ -13,7 +13,7 @@ from ser_cli.cli.app import app
 from ser_cli.data.store import DataFile, read_image
 from ser_cli.data.writer import StoreWriter
 from ser_cli.runtime.errors import UserError
-from ser_cli.stages import spurious as stage
+from stages import spurious as stage
 from tests.conftest import make_synth
 
 runner = CliRunner()

@@ -1,6 +1,6 @@
 """The code each DVC stage runs, from the import graph: `python -m tools.dvc_deps [--write | --check]`.
 
-A stage's command (`ser data synth`, `ser train`, ...) runs its CLI module and its `ser_cli/stages/` module;
+A stage's command (`ser data synth`, `ser train`, ...) runs its CLI module and its `stages/` module;
 everything they import, directly or not, inside `ser_cli/` (imports inside functions included) is code whose change
 can change the stage's outputs, so `dvc.yaml` must list it (the file itself or a folder above it) under the stage's
 `deps`. Without arguments, print each stage's import closure as the entries to list; with `--write`, put them into
@@ -19,17 +19,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ser_cli",)
+PACKAGES = ("ser_cli", "stages")  # the package and the top-level stage modules it runs
 # `ser <command>` -> the modules the command itself runs
 ENTRY = {
-    "data synth": ["ser_cli/cli/data.py", "ser_cli/stages/synth.py"],
-    "data spurious": ["ser_cli/cli/data.py", "ser_cli/stages/spurious.py"],
-    "data import": ["ser_cli/cli/data.py", "ser_cli/stages/import_data.py"],
-    "pretrain-saliency": ["ser_cli/cli/pretrain.py", "ser_cli/stages/pretrain_saliency.py"],
-    "precompute": ["ser_cli/cli/precompute.py", "ser_cli/stages/precompute.py"],
-    "train": ["ser_cli/cli/train.py", "ser_cli/stages/train.py"],
-    "evaluate": ["ser_cli/cli/evaluate.py", "ser_cli/stages/evaluate.py"],
-    "compare": ["ser_cli/cli/compare.py", "ser_cli/stages/compare.py"],
+    "data synth": ["ser_cli/cli/data.py", "stages/synth.py"],
+    "data spurious": ["ser_cli/cli/data.py", "stages/spurious.py"],
+    "data import": ["ser_cli/cli/data.py", "stages/import_data.py"],
+    "pretrain-saliency": ["ser_cli/cli/pretrain.py", "stages/pretrain_saliency.py"],
+    "precompute": ["ser_cli/cli/precompute.py", "stages/precompute.py"],
+    "train": ["ser_cli/cli/train.py", "stages/train.py"],
+    "evaluate": ["ser_cli/cli/evaluate.py", "stages/evaluate.py"],
+    "compare": ["ser_cli/cli/compare.py", "stages/compare.py"],
 }
 
 
@@ -99,19 +99,24 @@ def code_deps(command: str) -> list[str]:
 
 
 def write_deps(path: Path) -> None:
-    """Replace each stage's code entries (`ser_cli...`) in `path` by `code_deps`, keeping every other line."""
+    """Replace each stage's code entries (`ser_cli...`, `stages/...`) in `path` by `code_deps`, keeping every other
+    line."""
     lines, out, stage = path.read_text().splitlines(), [], None
     commands = stage_commands()
     for line in lines:
         if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
             stage = line.strip()[:-1]
-        if line.strip().startswith("- ser_cli") and stage in commands:
+        if _is_code_entry(line) and stage in commands:
             indent = line[: line.index("-")]
-            if not out or not out[-1].strip().startswith("- ser_cli"):
+            if not out or not _is_code_entry(out[-1]):
                 out.extend(f"{indent}- {d}" for d in code_deps(commands[stage]))
             continue
         out.append(line)
     path.write_text("\n".join(out) + "\n")
+
+
+def _is_code_entry(line: str) -> bool:
+    return line.strip().startswith(tuple(f"- {package}" for package in PACKAGES))
 
 
 def missing_deps() -> dict[str, list[str]]:

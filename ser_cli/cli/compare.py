@@ -36,7 +36,7 @@ def compare(
     Runs with the same config hash on the same data file are grouped (mean +- std over seeds); a run on a
     spurious dataset shows its drop in class-IL accuracy from the same configuration on the clean dataset.
     """
-    from ser_cli.stages import compare as stage
+    from stages import compare as stage
 
     evals = list(evals or [])
     if exps or exp_names:

@@ -29,7 +29,7 @@ def synth(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate SynthSal, the built-in benchmark (parameters under data.synth)."""
-    from ser_cli.stages import synth as stage
+    from stages import synth as stage
 
     cfg = build_params(params, set_, seed, "data.synth.seed").data.synth
     _echo_written(stage.run(cfg, out, overwrite), as_json)
@@ -98,7 +98,7 @@ def import_(
     """Import a published dataset, resized to data.height x data.width (LANCZOS), into an HDF5 data file."""
     from ser_cli.data.importers import ImportOptions
     from ser_cli.runtime.errors import UserError
-    from ser_cli.stages import import_data as stage
+    from stages import import_data as stage
 
     if storage not in (None, "raw", "encoded"):
         raise UserError(f"--storage: must be raw or encoded (got {storage!r})")
@@ -126,7 +126,7 @@ def spurious(
     The copy keeps the source's size and storage and reads no parameter; --params/--set are still checked, as by
     every command, so a broken params file is reported here too.
     """
-    from ser_cli.stages import spurious as stage
+    from stages import spurious as stage
 
     build_params(params, set_)
     _echo_written(stage.run(src, out, overwrite), as_json)

@@ -41,7 +41,7 @@ def evaluate(
     """
     from ser_cli.runtime import distributed
     from ser_cli.runtime.device import resolve_device
-    from ser_cli.stages import evaluate as stage
+    from stages import evaluate as stage
 
     cfg = build_params(params, set_, seed, "evaluate.seed").evaluate
     stage.check_run_dir(run)

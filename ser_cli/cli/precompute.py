@@ -53,7 +53,7 @@ def precompute(
     if (model is not None) + from_dataset + classical != 1:
         raise UserError("give exactly one of --model FILE (predict maps), --from-dataset (copy the data's maps) and "
                         "--method spectral-residual|center-bias (classical maps, no model)")
-    from ser_cli.stages import precompute as stage
+    from stages import precompute as stage
 
     cfg = build_params(params, set_).precompute
     method = "from-dataset" if from_dataset else method

@@ -38,7 +38,7 @@ def predict(
     Images of the same name in different folders are named by their relative path (sub_dir__img.png).
     A bad image gets one line on stderr and is skipped; the exit code is then 1.
     """
-    from ser_cli.stages import predict as stage
+    from stages import predict as stage
 
     result = stage.run(images, model, out, h5=h5, size=size, batch_size=batch_size, device=device,
                        overwrite=overwrite)

@@ -38,7 +38,7 @@ def pretrain_saliency(
     Data-parallel: torchrun --nproc_per_node=K -m ser_cli pretrain-saliency ... trains on K processes,
     saliency.batch_size images each per step (saliency.sync_bn=true: BatchNorm over all K batches).
     """
-    from ser_cli.stages import pretrain_saliency as stage
+    from stages import pretrain_saliency as stage
 
     # a value validated with the section (both encoder starts at once is refused), not copied in afterwards
     given = {"saliency.init_from": ("--init-from", str(init_from))} if init_from is not None else {}

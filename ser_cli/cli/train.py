@@ -49,7 +49,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier continually (class-incremental, online) with a replay method and optional SER."""
-    from ser_cli.stages import train as stage
+    from stages import train as stage
 
     # values, not YAML text: a path such as '#x/model.pt', 'null' or 'a: b/model.pt' must stay that path
     given = {key: (option, value) for key, option, value in (

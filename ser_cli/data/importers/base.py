@@ -3,7 +3,7 @@
 An importer reads only folder listings: `scan(src, options)` returns an `ImportPlan` with the class names and,
 for each split of the store (`train`, `test`), one `Item` per row naming its image, its label and, where the
 format has them, its continuous map and its fixation-point file. Decoding and resizing happen later, per item, in
-worker processes (`ser_cli.data.importers.decode`), and `ser_cli/stages/import_data.py` writes the rows through the
+worker processes (`ser_cli.data.importers.decode`), and `stages/import_data.py` writes the rows through the
 atomic, resumable `StoreWriter`. Formats register with `@register_importer("name")`, in the style of timm's
 model registry.
 """
