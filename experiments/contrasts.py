@@ -58,8 +58,9 @@ def compute(grid: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
     """Every stated contrast of `grid` (primary, then secondary metrics of the same pairs) and the checks."""
     stated = grid.get("contrasts") or {}
     primary = [contrast(rows, c["ser"], c["plain"], c["metric"]) for c in stated.get("primary", [])]
-    secondary = [contrast(rows, c["ser"], c["plain"], metric) for c in stated.get("primary", [])
-                 for metric in stated.get("secondary", [])]
+    # each pair once: a pair stated for two primary metrics (E2: accuracy and PGD success) has one set of secondaries
+    pairs = list(dict.fromkeys((c["ser"], c["plain"]) for c in stated.get("primary", [])))
+    secondary = [contrast(rows, ser, plain, metric) for ser, plain in pairs for metric in stated.get("secondary", [])]
     intervals = [c for c in primary + secondary if c["n"] > 1]
     return {"primary": primary, "secondary": secondary, "consistency": consistency(rows),
             "intervals": len(intervals), "excluding_zero": sum(c["excludes_zero"] for c in intervals),

@@ -5,7 +5,8 @@ Two jobs, both over README.md and docs/*.md:
 1. **Regenerate the tables.** A block between `<!-- table:KIND GRID -->` and `<!-- /table -->` is replaced by the
    table of that kind computed from `experiments/results/GRID/runs.csv` (`experiments.results_table`):
    `contrasts` (the contrasts `experiments/grids/GRID.yaml` stated before it ran, `experiments.contrasts`) or
-   `groups` (mean ± sample std over seeds of each run name: class-IL, task-IL, forgetting, n). `--check` changes
+   `groups` (mean ± sample std over seeds of each run name: class-IL, task-IL, forgetting, n), `robustness` (the
+   same for clean accuracy on the attacked subset and PGD / FGSM success rates). `--check` changes
    nothing and exits 1 naming every block that differs from its regeneration.
 2. **Check the figures in the prose.** Every "mean ± std", every "mean [low, high]", every signed two-decimal
    difference quoted alone ("+3.55") and, in the README and docs/results.md, every two-decimal percentage
@@ -45,18 +46,22 @@ PERCENT = re.compile(r"(?<![\w.\[+-])(\d+\.\d\d) ?%")  # an accuracy quoted alon
 RESULT_DOCS = ("README.md", "results.md")  # where a bare percentage is a result (elsewhere: benchmarks, sizes)
 GROUP_METRICS = {"class_il_final_avg_acc": "class-IL acc", "task_il_final_avg_acc": "task-IL acc",
                  "class_il_forgetting": "class-IL forgetting"}
+# `robustness`: accuracy on the attacked subset, and the share of its clean-correct images each attack flips (%)
+ROBUSTNESS_METRICS = {"clean_acc": "clean acc (subset)", "pgd_success_eps_1": "PGD success 1/255",
+                      "pgd_success_eps_2": "PGD success 2/255", "pgd_success_eps_4": "PGD success 4/255",
+                      "fgsm_success_eps_2": "FGSM success 2/255"}
 
 
 def documents() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def groups_table(rows: list[dict[str, str]]) -> str:
-    """Mean ± sample std over seeds per run name (Markdown)."""
-    lines = ["| run | n | " + " | ".join(GROUP_METRICS.values()) + " |", "|---|---:|" + "---:|" * len(GROUP_METRICS)]
+def groups_table(rows: list[dict[str, str]], metrics: dict[str, str] = GROUP_METRICS) -> str:
+    """Mean ± sample std over seeds per run name of each of `metrics` (column -> heading), Markdown."""
+    lines = ["| run | n | " + " | ".join(metrics.values()) + " |", "|---|---:|" + "---:|" * len(metrics)]
     for name in sorted({r["name"] for r in rows}):
         mine = [r for r in rows if r["name"] == name]
-        cells = [_mean_std([float(r[m]) for r in mine if r.get(m, "") != ""]) for m in GROUP_METRICS]
+        cells = [_mean_std([float(r[m]) for r in mine if r.get(m, "") != ""]) for m in metrics]
         lines.append(f"| {name} | {len(mine)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -76,9 +81,11 @@ def render(kind: str, grid: str) -> str:
     rows = read_table(table)
     if kind == "groups":
         return groups_table(rows)
+    if kind == "robustness":
+        return groups_table(rows, ROBUSTNESS_METRICS)
     if kind == "contrasts":
         return markdown(compute(yaml.safe_load((GRIDS / f"{grid}.yaml").read_text()), rows))
-    raise ValueError(f"unknown table kind {kind!r} (contrasts, groups)")
+    raise ValueError(f"unknown table kind {kind!r} (contrasts, groups, robustness)")
 
 
 def regenerate(text: str) -> tuple[str, list[str]]:

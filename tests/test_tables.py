@@ -45,3 +45,15 @@ def test_claims_bold_only_an_interval_of_width_that_excludes_zero() -> None:
     assert cell(paired_difference({0: 1.0, 1: 1.0, 2: 1.0}, {0: 2.0, 1: 2.0, 2: 2.0})) == "-1.00 [-1.00, -1.00] (n=3)"
     assert cell(paired_difference({0: 5.0, 1: 6.0, 2: 7.0}, {0: 1.0, 1: 1.5, 2: 2.0})).startswith("**+4.50")
     assert not cell(paired_difference({0: 5.0, 1: -6.0, 2: 7.0}, {0: 1.0, 1: 1.5, 2: 2.0})).startswith("**")
+
+
+def test_the_robustness_table_is_mean_and_std_per_run_name_of_the_attack_columns() -> None:
+    rows = [{"name": "a", "clean_acc": "50", "pgd_success_eps_1": "10", "pgd_success_eps_2": "20",
+             "pgd_success_eps_4": "40", "fgsm_success_eps_2": "30"},
+            {"name": "a", "clean_acc": "70", "pgd_success_eps_1": "30", "pgd_success_eps_2": "20",
+             "pgd_success_eps_4": "60", "fgsm_success_eps_2": ""}]
+    table = tables.groups_table(rows, tables.ROBUSTNESS_METRICS).splitlines()
+    assert table[0] == ("| run | n | clean acc (subset) | PGD success 1/255 | PGD success 2/255 | PGD success 4/255 | "
+                        "FGSM success 2/255 |")
+    # means 60, 20, 20, 50, 30; sample std sqrt(200) = 14.14 (two values 20 apart), 0, one value: 0
+    assert table[2] == "| a | 2 | 60.00 ± 14.14 | 20.00 ± 14.14 | 20.00 ± 0.00 | 50.00 ± 14.14 | 30.00 ± 0.00 |"
