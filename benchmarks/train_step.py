@@ -37,7 +37,13 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.train_step_worker import StepConfig
-from ser_cli.runtime.allocator import preload_environment, tcmalloc_to_preload
+from ser_cli.runtime.allocator import (
+    MIMALLOC_ENV,
+    find_mimalloc,
+    find_tcmalloc,
+    preload_environment,
+    tcmalloc_to_preload,
+)
 from ser_cli.runtime.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +75,9 @@ MIN_STEPS = 5  # steady-state steps outside --quick
 QUICK_MIN_STEPS = 2  # a smoke run still has a min, a median and a max
 GB, MB = 1e9, 1e6
 
+# --allocator: what each child runs on (`allocator_environment`)
+ALLOCATORS = ("auto", "glibc", "tcmalloc", "mimalloc")
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks train-step", description=__doc__.splitlines()[0])
@@ -85,6 +94,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--threads", type=int, default=0, help="torch threads in each child (default: torch's, i.e. OMP_NUM_THREADS).")
     add("--memory-tuning", choices=["on", "off", "both"], default="on",
         help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
+    add("--allocator", default="auto",
+        help="Host allocator of each child, comma-separated for side by side: auto (what `ser` does: tcmalloc when "
+        "installed, else glibc with mallopt), glibc (mallopt alone), tcmalloc (the system's), mimalloc (the pip "
+        "wheel cmeel-mimalloc, freed pages kept: MIMALLOC_PURGE_DELAY=-1). With --memory-tuning off: ignored.")
     add("--activation-checkpointing", choices=["on", "off", "both"], default="off",
         help="Recompute the classifier's blocks in the backward (train.activation_checkpointing); both: side by side.")
     add("--memory-format", default="auto",
@@ -145,22 +158,27 @@ def configs(args: argparse.Namespace) -> list[StepConfig]:
     tunings = {"both": (False, True), "on": (True,), "off": (False,)}[args.memory_tuning]
     recomputes = {"both": (False, True), "on": (True,), "off": (False,)}[args.activation_checkpointing]
     compiles = {"both": (False, True), "on": (True,), "off": (False,)}[args.compile]
+    allocators = args.allocator.split(",")
+    unknown = sorted(set(allocators) - set(ALLOCATORS))
+    if unknown:
+        raise SystemExit(f"--allocator: unknown {', '.join(unknown)} (known: {', '.join(ALLOCATORS)})")
     grid = itertools.product(
         args.device.split(","), args.backbones.split(","), args.size_list, args.methods.split(","), sers, tunings,
-        recomputes, args.memory_format.split(","), compiles,
+        allocators, recomputes, args.memory_format.split(","), compiles,
     )
-    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t,
+    return [replace(base, device=d, backbone=b, height=h, width=w, method=m, ser=s, memory_tuning=t, allocator=a,
                     activation_checkpointing=r, memory_format=f, compile=c)
-            for d, b, (h, w), m, s, t, r, f, c in grid]
+            for d, b, (h, w), m, s, t, a, r, f, c in grid if t or a == allocators[0]]
 
 
 def run_config(cfg: StepConfig, timeout: float | None = None) -> dict[str, Any]:
     """One configuration in a fresh process; `{"config": ..., "error": last stderr line}` when it fails or runs past
     `timeout` seconds (the GPU check's time budget)."""
     env = {**os.environ, "SER_QUIET": "1"}
-    library = tcmalloc_to_preload(env) if cfg.memory_tuning else None
-    if library is not None:  # as `ser` restarts itself (runtime/allocator.py)
-        env = preload_environment(env, library)
+    try:
+        env = allocator_environment(env, cfg)
+    except LookupError as missing:
+        return {"config": cfg.__dict__, "error": str(missing)}
     try:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.train_step_worker", json.dumps(cfg.__dict__)],
@@ -177,6 +195,22 @@ def run_config(cfg: StepConfig, timeout: float | None = None) -> dict[str, Any]:
         lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
         return {"config": cfg.__dict__, "error": lines[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def allocator_environment(env: dict[str, str], cfg: StepConfig) -> dict[str, str]:
+    """The child's environment for `cfg.allocator`: the library preloaded as `ser` restarts itself
+    (runtime/allocator.py), or nothing preloaded for glibc; LookupError when the allocator is not installed."""
+    if not cfg.memory_tuning or cfg.allocator == "glibc":
+        return {**env, "SER_ALLOCATOR": "glibc"}
+    if cfg.allocator == "auto":
+        library = tcmalloc_to_preload(env)
+        return preload_environment(env, library) if library is not None else env
+    library = find_tcmalloc() if cfg.allocator == "tcmalloc" else find_mimalloc()
+    if library is None:
+        raise LookupError(f"{cfg.allocator} is not installed here (tcmalloc: apt install libtcmalloc-minimal4; "
+                          "mimalloc: pip install cmeel-mimalloc)")
+    extra = MIMALLOC_ENV if cfg.allocator == "mimalloc" else {}
+    return {**preload_environment(env, library), **extra}
 
 
 def label(cfg: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ class StepConfig:
     peak_repeats: int = 3
     threads: int = 0  # 0: torch's default
     memory_tuning: bool = True  # keep freed memory mapped, as `ser` does unless --no-memory-tuning
+    allocator: str = "auto"  # auto (what `ser` preloads), glibc (mallopt alone), tcmalloc or mimalloc (preloaded)
     activation_checkpointing: bool = False  # recompute the classifier's blocks in the backward
     memory_format: str = "auto"  # train.memory_format: auto, channels_last or contiguous
     compile: bool = False  # train.compile: torch.compile the classifier and the saliency network (warm-up compiles)

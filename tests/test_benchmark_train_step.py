@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,42 @@ def test_benchmarks_help_lists_every_benchmark() -> None:
     assert done.returncode == 0, done.stderr
     for name in (*BENCHMARKS, "train-step", "backbones"):
         assert name in done.stdout, name
+
+
+def test_allocator_option_makes_one_tuned_config_per_allocator_and_one_untuned() -> None:
+    with pytest.raises(SystemExit):
+        configs(parse_args(["--allocator", "glibc,jemalloc", "--sizes", "32x48"]))
+    grid = configs(parse_args(["--allocator", "glibc,mimalloc", "--memory-tuning", "both", "--methods", "derpp",
+                               "--ser", "on", "--sizes", "32x48", "--backbones", "resnet18"]))
+    assert [(c.memory_tuning, c.allocator) for c in grid] == [(False, "glibc"), (True, "glibc"), (True, "mimalloc")]
+
+
+def test_allocator_environment_preloads_the_chosen_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import train_step
+
+    base = StepConfig(method="derpp", ser=True, backbone="resnet18_reduced", height=32, width=48, device="cpu")
+    env = {"PATH": "/bin"}
+    glibc = train_step.allocator_environment(env, replace(base, allocator="glibc"))
+    assert glibc["SER_ALLOCATOR"] == "glibc" and "LD_PRELOAD" not in glibc
+    monkeypatch.setattr(train_step, "find_tcmalloc", lambda: None)
+    result = train_step.run_config(replace(base, allocator="tcmalloc"))
+    assert result["error"].startswith("tcmalloc is not installed here")
+    monkeypatch.setattr(train_step, "find_mimalloc", lambda: Path("/opt/x/libmimalloc.so.3"))
+    mi = train_step.allocator_environment(env, replace(base, allocator="mimalloc"))
+    assert mi["LD_PRELOAD"].split()[0] == "/opt/x/libmimalloc.so.3" and mi["MIMALLOC_PURGE_DELAY"] == "-1"
+
+
+@pytest.mark.slow
+def test_a_mimalloc_child_runs_on_mimalloc() -> None:
+    """The pip wheel's library really is what the child allocates with (its /proc/self/maps), and the step runs."""
+    from benchmarks.train_step import run_config
+    from ser_cli.runtime.allocator import find_mimalloc
+
+    if find_mimalloc() is None:
+        pytest.skip("cmeel-mimalloc is not installed here (a dev dependency on Linux)")
+    args = parse_args(["--quick", "--memory-only", "--steps", "2", "--warmup", "1", "--ser", "off", "--allocator",
+                       "mimalloc,glibc"])
+    results = [run_config(replace(c, threads=1)) for c in configs(args)]
+    assert [r.get("error") for r in results] == [None, None]
+    assert [r["config"]["memory_tuning_applied"] for r in results] == ["mimalloc", "glibc"]
+    assert all(r["losses_finite"] for r in results)

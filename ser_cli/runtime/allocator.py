@@ -40,6 +40,10 @@ M_MMAP_MAX = -4
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
                  "/usr/local/lib")
+# mimalloc from pip (`cmeel-mimalloc` puts it under site-packages/cmeel.prefix/lib): a candidate measured by
+# `python -m benchmarks train-step --allocator` (issue 33), not preloaded by `ser` unless the figures say so.
+# A negative purge delay keeps freed pages mapped for reuse, as tcmalloc's page heap does.
+MIMALLOC_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
 # Set in the restarted process: never restart twice, whatever the outcome of the first.
 RESTARTED = "SER_ALLOCATOR_RESTARTED"
 
@@ -58,13 +62,26 @@ def find_tcmalloc() -> Path | None:
     return None
 
 
+def find_mimalloc() -> Path | None:
+    """The shared mimalloc library a pip wheel (`cmeel-mimalloc`) installed beside this Python, or None."""
+    import site
+    import sysconfig
+
+    folders = {Path(sysconfig.get_paths()["purelib"]), *map(Path, site.getsitepackages())}
+    for folder in sorted(folders):
+        for name in ("libmimalloc.so.3", "libmimalloc.so.2", "libmimalloc.so"):
+            if (folder / "cmeel.prefix" / "lib" / name).is_file():
+                return folder / "cmeel.prefix" / "lib" / name
+    return None
+
+
 def loaded_caching_allocator() -> str | None:
-    """"tcmalloc" when this process runs on it (preloaded), else None."""
+    """"tcmalloc" or "mimalloc" when this process runs on it (preloaded), else None."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
-    return "tcmalloc" if "libtcmalloc" in maps else None
+    return "tcmalloc" if "libtcmalloc" in maps else "mimalloc" if "libmimalloc" in maps else None
 
 
 def preload_environment(environ: Mapping[str, str], library: Path) -> dict[str, str]:
@@ -124,8 +141,9 @@ def keep_freed_memory_mapped() -> bool:
 
 
 def tune_memory() -> str:
-    """Apply the best available tuning in this process: "tcmalloc" (already preloaded: nothing to do), "glibc"
-    (the mallopt pair) or "none"."""
-    if loaded_caching_allocator():
-        return "tcmalloc"
+    """Apply the best available tuning in this process: "tcmalloc" or "mimalloc" (already preloaded: nothing to do),
+    "glibc" (the mallopt pair) or "none"."""
+    loaded = loaded_caching_allocator()
+    if loaded:
+        return loaded
     return "glibc" if keep_freed_memory_mapped() else "none"
