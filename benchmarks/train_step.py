@@ -37,13 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.train_step_worker import StepConfig
-from ser_cli.runtime.allocator import (
-    MIMALLOC_ENV,
-    find_mimalloc,
-    find_tcmalloc,
-    preload_environment,
-    tcmalloc_to_preload,
-)
+from ser_cli.runtime.allocator import allocator_to_preload, preload_environment
 from ser_cli.runtime.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +90,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Keep freed memory mapped as `ser` does (on), leave malloc alone (off), or both, side by side.")
     add("--allocator", default="auto",
         help="Host allocator of each child, comma-separated for side by side: auto (what `ser` does: tcmalloc when "
-        "installed, else glibc with mallopt), glibc (mallopt alone), tcmalloc (the system's), mimalloc (the pip "
-        "wheel cmeel-mimalloc, freed pages kept: MIMALLOC_PURGE_DELAY=-1). With --memory-tuning off: ignored.")
+        "installed, else mimalloc from pip, else glibc with mallopt), glibc (mallopt alone), tcmalloc (the "
+        "system's), mimalloc (the pip wheel cmeel-mimalloc, freed pages kept: MIMALLOC_PURGE_DELAY=-1). With "
+        "--memory-tuning off: ignored.")
     add("--activation-checkpointing", choices=["on", "off", "both"], default="off",
         help="Recompute the classifier's blocks in the backward (train.activation_checkpointing); both: side by side.")
     add("--memory-format", default="auto",
@@ -202,15 +197,12 @@ def allocator_environment(env: dict[str, str], cfg: StepConfig) -> dict[str, str
     (runtime/allocator.py), or nothing preloaded for glibc; LookupError when the allocator is not installed."""
     if not cfg.memory_tuning or cfg.allocator == "glibc":
         return {**env, "SER_ALLOCATOR": "glibc"}
-    if cfg.allocator == "auto":
-        library = tcmalloc_to_preload(env)
-        return preload_environment(env, library) if library is not None else env
-    library = find_tcmalloc() if cfg.allocator == "tcmalloc" else find_mimalloc()
-    if library is None:
+    chosen = env if cfg.allocator == "auto" else {**env, "SER_ALLOCATOR": cfg.allocator}
+    library = allocator_to_preload(chosen)
+    if library is None and cfg.allocator != "auto":
         raise LookupError(f"{cfg.allocator} is not installed here (tcmalloc: apt install libtcmalloc-minimal4; "
                           "mimalloc: pip install cmeel-mimalloc)")
-    extra = MIMALLOC_ENV if cfg.allocator == "mimalloc" else {}
-    return {**preload_environment(env, library), **extra}
+    return preload_environment(chosen, library) if library is not None else env
 
 
 def label(cfg: dict[str, Any]) -> str:

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser_cli.runtime.allocator import RESTARTED, find_tcmalloc, preload_environment, tcmalloc_to_preload
+from ser_cli.runtime import allocator
+from ser_cli.runtime.allocator import (
+    RESTARTED,
+    allocator_choice,
+    allocator_to_preload,
+    find_mimalloc,
+    find_tcmalloc,
+    preload_environment,
+)
 from tests import faults
 from tests.conftest import make_synth
 
@@ -83,18 +91,23 @@ def test_train_gives_the_same_weights_with_and_without_the_tuning(tmp_path: Path
 
 
 tcmalloc = pytest.mark.skipif(find_tcmalloc() is None, reason="tcmalloc is not installed (libtcmalloc-minimal4)")
+mimalloc = pytest.mark.skipif(find_mimalloc() is None,
+                              reason="cmeel-mimalloc is not installed (a dependency on Linux x86-64 and aarch64)")
 
-# A child that calls the entry point's restart and reports the allocator it ends up on, with its arguments.
+# A child that calls the entry point's restart and reports the allocator it ends up on, mimalloc's purge delay and
+# its arguments. HIDE_TCMALLOC=1 makes this machine look like one without tcmalloc (the README's set-up alone).
 RESTART = """
-import sys
-from ser_cli.runtime.allocator import loaded_caching_allocator, restart_with_tcmalloc
-restart_with_tcmalloc(sys.argv[1:])
-print(loaded_caching_allocator(), *sys.argv[1:])
+import os, sys
+from ser_cli.runtime import allocator
+if os.environ.get("HIDE_TCMALLOC"):
+    allocator.find_tcmalloc = lambda: None
+allocator.restart_on_fast_allocator(sys.argv[1:])
+print(allocator.loaded_caching_allocator(), os.environ.get("MIMALLOC_PURGE_DELAY"), *sys.argv[1:])
 """
 
 
 def _allocator_after_restart(*args: str, **environ: str) -> str:
-    env = _environ_without_allocator_settings()
+    env = {k: v for k, v in _environ_without_allocator_settings().items() if k != "MIMALLOC_PURGE_DELAY"}
     done = subprocess.run([sys.executable, "-c", RESTART, *args], capture_output=True, text=True, check=True,
                           env={**env, **environ}, cwd=Path(__file__).resolve().parents[1])
     return done.stdout.strip()
@@ -102,26 +115,74 @@ def _allocator_after_restart(*args: str, **environ: str) -> str:
 
 @tcmalloc
 def test_the_entry_point_restarts_on_tcmalloc_once_with_the_same_arguments() -> None:
-    assert _allocator_after_restart("train", "--out", "a b") == "tcmalloc train --out a b"
-    assert _allocator_after_restart("--no-memory-tuning", "train") == "None --no-memory-tuning train"
-    assert _allocator_after_restart("train", SER_ALLOCATOR="glibc") == "None train"
-    assert _allocator_after_restart("train", **{RESTARTED: "1"}) == "None train"  # never a second restart
+    assert _allocator_after_restart("train", "--out", "a b") == "tcmalloc None train --out a b"
+    assert _allocator_after_restart("--no-memory-tuning", "train") == "None None --no-memory-tuning train"
+    assert _allocator_after_restart("train", SER_ALLOCATOR="glibc") == "None None train"
+    assert _allocator_after_restart("train", **{RESTARTED: "1"}) == "None None train"  # never a second restart
+
+
+@mimalloc
+def test_without_tcmalloc_the_entry_point_restarts_on_mimalloc_from_pip() -> None:
+    assert _allocator_after_restart("train", "--out", "a b", HIDE_TCMALLOC="1") == "mimalloc -1 train --out a b"
+    assert _allocator_after_restart("train", SER_ALLOCATOR="mimalloc") == "mimalloc -1 train"  # chosen by name
+    assert _allocator_after_restart("train", SER_ALLOCATOR="mimalloc", MIMALLOC_PURGE_DELAY="5") == "mimalloc 5 train"
+    assert _allocator_after_restart("--no-memory-tuning", "t", HIDE_TCMALLOC="1") == "None None --no-memory-tuning t"
+    assert _allocator_after_restart("train", HIDE_TCMALLOC="1", SER_ALLOCATOR="glibc") == "None None train"
 
 
 def test_preloading_puts_the_library_first_and_marks_the_restart() -> None:
     env = preload_environment({"LD_PRELOAD": "/x/libother.so", "PATH": "/bin"}, Path("/l/libtcmalloc.so.4"))
     assert env["LD_PRELOAD"] == "/l/libtcmalloc.so.4 /x/libother.so" and env["PATH"] == "/bin"
     assert env[RESTARTED] == "1" and int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 2**40
-    assert tcmalloc_to_preload(env) is None  # a process started with it never preloads again
-    assert tcmalloc_to_preload({"SER_ALLOCATOR": "glibc"}) is None
+    assert "MIMALLOC_PURGE_DELAY" not in env
+    assert allocator_to_preload(env) is None  # a process started with it never preloads again
+    assert allocator_to_preload({"SER_ALLOCATOR": "glibc"}) is None
+    mi = preload_environment({"PATH": "/bin"}, Path("/p/cmeel.prefix/lib/libmimalloc.so.3"))
+    assert mi["LD_PRELOAD"] == "/p/cmeel.prefix/lib/libmimalloc.so.3" and mi["MIMALLOC_PURGE_DELAY"] == "-1"
+    assert "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD" not in mi
+    assert allocator_to_preload({"LD_PRELOAD": "/p/libmimalloc.so.3"}) is None  # preloaded by the user
+
+
+def test_the_preference_is_tcmalloc_then_mimalloc_unless_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    tc, mi = Path("/l/libtcmalloc_minimal.so.4"), Path("/p/libmimalloc.so.3")
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: tc)
+    monkeypatch.setattr(allocator, "find_mimalloc", lambda: mi)
+    assert allocator_to_preload({}) == tc and allocator_to_preload({"SER_ALLOCATOR": "auto"}) == tc
+    assert allocator_to_preload({"SER_ALLOCATOR": "MiMalloc"}) == mi
+    assert allocator_to_preload({"SER_ALLOCATOR": "bogus"}) is None
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: None)
+    assert allocator_to_preload({}) == mi and allocator_to_preload({"SER_ALLOCATOR": "tcmalloc"}) is None
+    monkeypatch.setattr(allocator, "find_mimalloc", lambda: None)
+    assert allocator_to_preload({}) is None  # neither: ser stays on glibc and tunes it with mallopt
+    with pytest.raises(ValueError, match="SER_ALLOCATOR='bogus': expected one of auto, tcmalloc, mimalloc, glibc"):
+        allocator_choice({"SER_ALLOCATOR": "bogus"})
+
+
+def test_a_misspelt_allocator_choice_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**_environ_without_allocator_settings(), "SER_ALLOCATOR": "tcmaloc"}
+    done = subprocess.run([sys.executable, "-m", "ser_cli", "data", "info", str(tmp_path / "none.h5")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: ser: SER_ALLOCATOR='tcmaloc': expected one of auto, tcmalloc, mimalloc, glibc (see ser --help)"]
+
+
+def _train_on(tmp_path: Path, choice: str) -> None:
+    """`ser train` on the allocator `choice` and with --no-memory-tuning: the same weights, bit for bit."""
+    common = _tiny_train(make_synth(tmp_path / "d.h5"))
+    env = {**_environ_without_allocator_settings(), "SER_ALLOCATOR": choice}
+    for name, switch in ((choice, []), ("plain", ["--no-memory-tuning"])):
+        subprocess.run([sys.executable, "-m", "ser_cli", "-q", *switch, *common, "--out", str(tmp_path / name)],
+                       check=True, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True)
+    tuned, plain = (_classifier(tmp_path / n) for n in (choice, "plain"))
+    assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)
 
 
 @tcmalloc
 def test_train_on_tcmalloc_gives_the_same_weights_as_without_tuning(tmp_path: Path) -> None:
-    common = _tiny_train(make_synth(tmp_path / "d.h5"))
-    env = _environ_without_allocator_settings()
-    for name, switch in (("tcmalloc", []), ("plain", ["--no-memory-tuning"])):
-        subprocess.run([sys.executable, "-m", "ser_cli", "-q", *switch, *common, "--out", str(tmp_path / name)],
-                       check=True, env={**env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True)
-    tuned, plain = (_classifier(tmp_path / n) for n in ("tcmalloc", "plain"))
-    assert tuned.keys() == plain.keys() and all(torch.equal(tuned[k], plain[k]) for k in tuned)
+    _train_on(tmp_path, "tcmalloc")
+
+
+@mimalloc
+def test_train_on_mimalloc_gives_the_same_weights_as_without_tuning(tmp_path: Path) -> None:
+    _train_on(tmp_path, "mimalloc")

@@ -183,17 +183,20 @@ def test_allocator_option_makes_one_tuned_config_per_allocator_and_one_untuned()
 
 def test_allocator_environment_preloads_the_chosen_library(monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import train_step
+    from ser_cli.runtime import allocator
 
     base = StepConfig(method="derpp", ser=True, backbone="resnet18_reduced", height=32, width=48, device="cpu")
     env = {"PATH": "/bin"}
     glibc = train_step.allocator_environment(env, replace(base, allocator="glibc"))
     assert glibc["SER_ALLOCATOR"] == "glibc" and "LD_PRELOAD" not in glibc
-    monkeypatch.setattr(train_step, "find_tcmalloc", lambda: None)
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: None)
     result = train_step.run_config(replace(base, allocator="tcmalloc"))
     assert result["error"].startswith("tcmalloc is not installed here")
-    monkeypatch.setattr(train_step, "find_mimalloc", lambda: Path("/opt/x/libmimalloc.so.3"))
+    monkeypatch.setattr(allocator, "find_mimalloc", lambda: Path("/opt/x/libmimalloc.so.3"))
     mi = train_step.allocator_environment(env, replace(base, allocator="mimalloc"))
     assert mi["LD_PRELOAD"].split()[0] == "/opt/x/libmimalloc.so.3" and mi["MIMALLOC_PURGE_DELAY"] == "-1"
+    auto = train_step.allocator_environment(env, replace(base, allocator="auto"))  # what `ser` does: tcmalloc absent
+    assert auto["LD_PRELOAD"] == "/opt/x/libmimalloc.so.3"
 
 
 @pytest.mark.slow
@@ -203,7 +206,7 @@ def test_a_mimalloc_child_runs_on_mimalloc() -> None:
     from ser_cli.runtime.allocator import find_mimalloc
 
     if find_mimalloc() is None:
-        pytest.skip("cmeel-mimalloc is not installed here (a dev dependency on Linux)")
+        pytest.skip("cmeel-mimalloc is not installed here (a dependency on Linux x86-64 and aarch64)")
     args = parse_args(["--quick", "--memory-only", "--steps", "2", "--warmup", "1", "--ser", "off", "--allocator",
                        "mimalloc,glibc"])
     results = [run_config(replace(c, threads=1)) for c in configs(args)]

@@ -21,7 +21,7 @@ def test_passive_unless_the_user_chose(user: str | None, expected: str, monkeypa
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     if user is not None:
         monkeypatch.setenv("OMP_WAIT_POLICY", user)
-    monkeypatch.setattr(entry, "restart_with_tcmalloc", lambda argv: None)
+    monkeypatch.setattr(entry, "restart_on_fast_allocator", lambda argv: None)
     monkeypatch.setattr(ser_cli.cli.app, "main", lambda: None)
     entry.main()
     assert os.environ["OMP_WAIT_POLICY"] == expected

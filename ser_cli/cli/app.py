@@ -17,7 +17,7 @@ from ser_cli.cli import pretrain as pretrain_cli
 from ser_cli.cli import sweep as sweep_cli
 from ser_cli.cli import train as train_cli
 from ser_cli.cli.help_format import PlainHelpCommand, PlainHelpGroup
-from ser_cli.runtime.allocator import tune_memory
+from ser_cli.runtime.allocator import allocator_choice, tune_memory
 from ser_cli.runtime.progress import set_quiet, stderr_console
 
 app = typer.Typer(
@@ -56,13 +56,26 @@ def root(
                                         help="No progress bars or status lines on stderr.")] = False,
     no_memory_tuning: Annotated[bool, typer.Option(
         "--no-memory-tuning", metavar="",
-        help="Leave the allocator alone: no restart on tcmalloc, freed memory goes back to the OS (slower at large "
-             "sizes; same results).")] = False,
+        help="Leave the allocator alone: no restart on tcmalloc or mimalloc, freed memory goes back to the OS "
+             "(slower at large sizes; same results).")] = False,
 ) -> None:
     """Saliency-driven Experience Replay (NeurIPS 2024) for continual learning."""
     set_quiet(quiet)
     if not no_memory_tuning:
+        _check_allocator_choice()
         tune_memory()
+
+
+def _check_allocator_choice() -> None:
+    """A misspelt `SER_ALLOCATOR` is a usage mistake (the restart, which ran before, ignored it)."""
+    import os
+
+    from typer._click.exceptions import UsageError
+
+    try:
+        allocator_choice(os.environ)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The `ser` console script and `python -m ser_cli`: restart on tcmalloc when it is installed, then run the CLI.
+"""The `ser` console script and `python -m ser_cli`: restart on tcmalloc or mimalloc (runtime/allocator.py), then run
+the CLI.
 
 Kept apart from `cli/app.py` so that the restart happens before torch and the commands are imported (the first
 process then costs one interpreter start), and so that tests that call `app.main` in a forked child never restart
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ser_cli.runtime.allocator import restart_with_tcmalloc
+from ser_cli.runtime.allocator import restart_on_fast_allocator
 
 # Idle OpenMP threads sleep rather than spin (libgomp, torch's OpenMP, spins by default). With another process on a
 # core, spinning threads made a 2-thread step 8-16x slower than one thread (benchmarks/RESULTS.md, "Demo speed");
@@ -22,7 +23,7 @@ OMP_WAIT_POLICY = "PASSIVE"
 def main() -> None:
     """Entry point: see the module docstring; `ser --no-memory-tuning ...` or `SER_ALLOCATOR=glibc` skip the restart."""
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
-    restart_with_tcmalloc(sys.argv[1:])
+    restart_on_fast_allocator(sys.argv[1:])
     from ser_cli.cli.app import main as run_cli
 
     run_cli()

@@ -5,22 +5,26 @@ returns it to the kernel on `free`. A training step at the paper's 288x384 alloc
 so every step the kernel hands the same memory back as new zeroed pages: at 288x384 that was a third of each
 step's CPU time spent in the kernel (issue 13: 66-109 sys seconds a step, 25-30 M minor page faults).
 
-Two remedies, chosen by measurement (benchmarks/RESULTS.md), the first one available wins:
+Three remedies, chosen by measurement (benchmarks/RESULTS.md), the first one available wins:
 
 1. **tcmalloc** (gperftools; Debian/Ubuntu `libtcmalloc-minimal4`, conda `gperftools`) when it is installed: `ser`
    restarts itself once with the library in `LD_PRELOAD` (an allocator cannot be swapped inside a running process;
    PyTorch's own CPU launcher `torch.backends.xeon.run_cpu` preloads it the same way). Its page heap keeps freed
    spans for reuse and places blocks by size class, so the step faults almost nothing *and* the resident set stays
-   at the step's live size (at 144x192 with activation checkpointing: 0 % sys and 2.96 GB peak, against 14 % and
-   3.51 GB for glibc untouched).
-2. **glibc `mallopt`** otherwise: `M_MMAP_MAX = 0` serves large blocks from the heap instead of private mappings,
-   and `M_TRIM_THRESHOLD = -1` never gives the heap's free top back, so the second step reuses the first step's
-   pages. No page-fault storm either, but glibc's heap fragments at large sizes: the resident set stays above
-   the live size (at 288x384 15-18 GB against 9-12.5 without it).
+   at the step's live size (at 288x384 with activation checkpointing: 0.10 % sys, 6.73 GB peak).
+2. **mimalloc** from pip otherwise (`cmeel-mimalloc`, a dependency of ser on Linux x86-64 and aarch64, so the
+   README's set-up installs it): the same restart, with `MIMALLOC_PURGE_DELAY=-1` so freed pages stay mapped for
+   reuse as in tcmalloc's page heap. At 288x384 with checkpointing 74.4 s/step, 0.06 % sys, 7.53 GB peak against
+   tcmalloc's 77.4 s and 6.73 GB: tcmalloc stays first for its lower peak (issue 33).
+3. **glibc `mallopt`** where neither loads: `M_MMAP_MAX = 0` serves large blocks from the heap instead of private
+   mappings, and `M_TRIM_THRESHOLD = -1` never gives the heap's free top back, so the second step reuses the first
+   step's pages. No page-fault storm either, but glibc's heap fragments at large sizes: the resident set stays
+   above the live size (at 288x384 15-18 GB against 9-12.5 without it).
 
 jemalloc (5.3, default settings) was measured too and purges freed pages eagerly (28 % sys). Transparent huge pages
-for torch's allocations only made faults fewer (14 -> 11 % sys). `--no-memory-tuning` (or `SER_ALLOCATOR=glibc`
-for the restart alone) leaves the allocator as it is. The numbers computed are unaffected (tested).
+for torch's allocations only made faults fewer (14 -> 11 % sys). `--no-memory-tuning` leaves the allocator as it is;
+`SER_ALLOCATOR=glibc` skips the restart alone, `SER_ALLOCATOR=tcmalloc` or `mimalloc` picks one of the two. The
+numbers computed are unaffected (tested).
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ M_MMAP_MAX = -4
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
                  "/usr/local/lib")
-# mimalloc from pip (`cmeel-mimalloc` puts it under site-packages/cmeel.prefix/lib): a candidate measured by
-# `python -m benchmarks train-step --allocator` (issue 33), not preloaded by `ser` unless the figures say so.
-# A negative purge delay keeps freed pages mapped for reuse, as tcmalloc's page heap does.
+# mimalloc from pip (`cmeel-mimalloc` puts it under site-packages/cmeel.prefix/lib). A negative purge delay keeps
+# freed pages mapped for reuse, as tcmalloc's page heap does (its default, 10 ms, gave pages back between steps).
 MIMALLOC_ENV = {"MIMALLOC_PURGE_DELAY": "-1"}
+# SER_ALLOCATOR: which library the restart preloads ("auto": the first of tcmalloc, mimalloc that is installed)
+CHOICES = ("auto", "tcmalloc", "mimalloc", "glibc")
 # Set in the restarted process: never restart twice, whatever the outcome of the first.
 RESTARTED = "SER_ALLOCATOR_RESTARTED"
 
@@ -85,32 +90,51 @@ def loaded_caching_allocator() -> str | None:
 
 
 def preload_environment(environ: Mapping[str, str], library: Path) -> dict[str, str]:
-    """`environ` with `library` first in `LD_PRELOAD` (and tcmalloc's report of >1 GB blocks silenced)."""
+    """`environ` with `library` first in `LD_PRELOAD`, marked as restarted, and the library's own settings: tcmalloc's
+    report of >1 GB blocks silenced (stderr belongs to ser's progress), mimalloc's freed pages kept (a user's own
+    `MIMALLOC_PURGE_DELAY` wins)."""
     preload = " ".join(p for p in (str(library), environ.get("LD_PRELOAD", "")) if p)
-    # tcmalloc prints a line for every allocation above 1 GB by default: stderr belongs to ser's progress
-    return {**environ, "LD_PRELOAD": preload, "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(2**40),
-            RESTARTED: "1"}
+    extra = ({"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(2**40)} if "tcmalloc" in library.name
+             else {k: environ.get(k, v) for k, v in MIMALLOC_ENV.items()} if "mimalloc" in library.name else {})
+    return {**environ, "LD_PRELOAD": preload, **extra, RESTARTED: "1"}
 
 
-def tcmalloc_to_preload(environ: Mapping[str, str]) -> Path | None:
-    """tcmalloc's library when a process started with `environ` should preload it: installed, and neither turned
-    off (`SER_ALLOCATOR=glibc`) nor preloaded already (`LD_PRELOAD`, or a restart done)."""
-    if (environ.get("SER_ALLOCATOR", "").lower() == "glibc" or environ.get(RESTARTED)
-            or "libtcmalloc" in environ.get("LD_PRELOAD", "")):
+def allocator_choice(environ: Mapping[str, str]) -> str:
+    """`SER_ALLOCATOR` of `environ` (one of CHOICES, "auto" when unset); ValueError names the value otherwise."""
+    choice = environ.get("SER_ALLOCATOR", "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"SER_ALLOCATOR={environ['SER_ALLOCATOR']!r}: expected one of {', '.join(CHOICES)}")
+    return choice
+
+
+def allocator_to_preload(environ: Mapping[str, str]) -> Path | None:
+    """The library a process started with `environ` should restart on: by `SER_ALLOCATOR`, tcmalloc when installed,
+    else mimalloc from pip; None when turned off (`glibc`), preloaded already (`LD_PRELOAD`, or a restart done) or
+    not installed. An unknown `SER_ALLOCATOR` value also gives None: the CLI then says so in one line."""
+    try:
+        choice = allocator_choice(environ)
+    except ValueError:
         return None
-    return find_tcmalloc()
+    preloaded = environ.get("LD_PRELOAD", "")
+    if choice == "glibc" or environ.get(RESTARTED) or "libtcmalloc" in preloaded or "libmimalloc" in preloaded:
+        return None
+    if choice == "tcmalloc":
+        return find_tcmalloc()
+    if choice == "mimalloc":
+        return find_mimalloc()
+    return find_tcmalloc() or find_mimalloc()
 
 
-def restart_with_tcmalloc(args: Sequence[str]) -> None:
-    """Replace this process by the same command with tcmalloc preloaded, when it is installed and wanted.
+def restart_on_fast_allocator(args: Sequence[str]) -> None:
+    """Replace this process by the same command with tcmalloc or mimalloc preloaded (`allocator_to_preload`).
 
     Called first thing by the `ser` entry point (nothing imported yet, so the restart costs one interpreter start).
-    Returns without restarting under `--no-memory-tuning`, `SER_ALLOCATOR=glibc`, after one restart, when tcmalloc
-    is already loaded or not installed, or when the command line of this process is not known.
+    Returns without restarting under `--no-memory-tuning`, `SER_ALLOCATOR=glibc`, after one restart, when a caching
+    allocator is already loaded or none is installed, or when the command line of this process is not known.
     """
     if "--no-memory-tuning" in args or loaded_caching_allocator():
         return
-    library = tcmalloc_to_preload(os.environ)
+    library = allocator_to_preload(os.environ)
     argv = getattr(sys, "orig_argv", None)
     if library is None or not argv or not sys.executable:
         return
@@ -141,7 +165,7 @@ def keep_freed_memory_mapped() -> bool:
 
 
 def tune_memory() -> str:
-    """Apply the best available tuning in this process: "tcmalloc" or "mimalloc" (already preloaded: nothing to do),
+    """Apply the best available tuning in this process: "tcmalloc" or "mimalloc" (preloaded: nothing left to do),
     "glibc" (the mallopt pair) or "none"."""
     loaded = loaded_caching_allocator()
     if loaded:
