@@ -19,8 +19,9 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object only: n
 
 
 @pytest.mark.parametrize(("name", "precision", "device", "expected"), [
-    ("auto", "auto", CPU, torch.contiguous_format),  # the CPU default stays the contiguous kernels
-    ("auto", "bf16", CPU, torch.contiguous_format),
+    ("auto", "auto", CPU, torch.channels_last),  # oneDNN's channels-last kernels: the demo's step 1.3x cheaper
+    ("auto", "bf16", CPU, torch.channels_last),
+    ("auto", "fp32", CPU, torch.channels_last),
     ("auto", "auto", CUDA, torch.channels_last),  # auto precision is bf16 on CUDA: cuDNN's channels-last kernels
     ("auto", "fp32", CUDA, torch.contiguous_format),
     ("channels_last", "auto", CPU, torch.channels_last),

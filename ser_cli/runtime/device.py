@@ -40,12 +40,15 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 def memory_format_for(name: str, precision: str, device: torch.device) -> torch.memory_format:
     """The tensor layout `name` (`auto`, `channels_last`, `contiguous`) asks for with this precision on `device`.
 
-    `auto` keeps contiguous tensors except under bf16 on CUDA, where cuDNN's channels-last kernels pay off, so that
-    the default CPU results stay those of the contiguous kernels (on CPU channels-last did not speed up the SER step
-    at 288x384: benchmarks/RESULTS.md). The other two force a layout, e.g. to compare kernels on a new device.
+    `auto` is channels-last on the CPU and under bf16 on CUDA, contiguous for fp32 on CUDA. On the CPU oneDNN's
+    channels-last convolutions made the demo's 32x48 DER++ + SER step 1.3x and a PGD input gradient 2x cheaper
+    and left the 288x384 step as it was (47.3 against 48.4 s; benchmarks/RESULTS.md); on CUDA cuDNN's channels-last
+    kernels pay off with bf16's tensor cores. The other two force a layout, e.g. to compare kernels on a new device;
+    the numbers differ between layouts by float rounding only.
     """
     if name == "auto":
-        return torch.channels_last if use_bf16(precision, device) and device.type == "cuda" else torch.contiguous_format
+        fast = device.type == "cpu" or use_bf16(precision, device)
+        return torch.channels_last if fast else torch.contiguous_format
     return torch.channels_last if name == "channels_last" else torch.contiguous_format
 
 

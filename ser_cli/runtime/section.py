@@ -16,9 +16,9 @@ MAX_SEED = 2**32 - 1
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` forces autocast; `fp32` disables it."
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
-MEMORY_FORMAT_HELP = ("Layout of images, weights and activations: `auto` is channels-last with bf16 on CUDA and "
-                      "contiguous otherwise; `channels_last` / `contiguous` force one (other kernels: results equal "
-                      "up to float rounding).")
+MEMORY_FORMAT_HELP = ("Layout of images, weights and activations: `auto` is channels-last on the CPU and with bf16 "
+                      "on CUDA, contiguous for fp32 on CUDA; `channels_last` / `contiguous` force one (other kernels: "
+                      "results equal up to float rounding).")
 
 
 class Section(BaseModel):
