@@ -166,3 +166,14 @@ def test_evaluate_help_names_every_figure() -> None:
     for figure in ("accuracy_matrix.png", "avg_accuracy.png", "robustness.png", "saliency_overlay.png",
                    "gradcam.png"):
         assert figure in text
+
+
+def test_the_cli_starts_without_torch() -> None:
+    """`ser --help`, `ser data synth` and `ser data info` never need torch (2-3 s of every start-up otherwise): the
+    command modules import it only where a command runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, ser_cli.cli.app; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

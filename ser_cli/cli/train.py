@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ser_cli.cli.errors import error_boundary
+from ser_cli.cli.help_format import PlainHelpCommand
 from ser_cli.cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -20,9 +21,22 @@ from ser_cli.cli.options import (
     SetOpt,
     build_params,
 )
-from ser_cli.continual.methods import method_names
 
-METHOD_HELP = f"{', '.join(method_names())} (the registered methods); NAME_ser is NAME with SER (train.method)."
+METHOD_HELP = "{methods} (the registered methods); NAME_ser is NAME with SER (train.method)."
+
+
+class TrainCommand(PlainHelpCommand):
+    """`ser train`'s command: its --method help names the registered methods, read from the registry only when this
+    command's options are listed (the registry imports torch, which `ser --help` and `ser data ...` never need)."""
+
+    def get_params(self, ctx):  # noqa: ANN001, ANN201
+        from ser_cli.continual.methods import method_names
+
+        params = super().get_params(ctx)
+        for param in params:
+            if param.name == "method":
+                param.help = METHOD_HELP.format(methods=", ".join(method_names()))
+        return params
 
 
 @error_boundary
