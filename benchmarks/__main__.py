@@ -7,8 +7,9 @@ Examples:
     python -m benchmarks train-step ...  # the train-step sweep, its own options and JSON (`train-step --help`)
     python -m benchmarks backbones       # parameters and FLOPs per DER++ + SER step of every backbone
     python -m benchmarks gpu-check       # what a first run on a CUDA card must learn (< 8 min; skips without CUDA)
+    python -m benchmarks demo --commits A,B  # the demo pipeline's time per stage at each commit (~10 min each)
 
-`train-step`, `backbones` and `gpu-check` are not part of "all" (a sweep of hours on a CPU; tables of another
+`train-step`, `backbones`, `gpu-check` and `demo` are not part of "all" (a sweep of hours on a CPU; tables of another
 shape), so they are asked for by name.
 """
 
@@ -29,7 +30,8 @@ from benchmarks.common import BENCHMARKS, Row
 # asked for by name only, as the first word, with their own options (`python -m benchmarks NAME --help`)
 BY_NAME = {"train-step": "the train-step sweep (s/step, peak memory, FLOPs per configuration)",
            "backbones": "parameters and FLOPs per DER++ + SER step of every backbone",
-           "gpu-check": "the CUDA tests, train-step on the card and a CUDA-vs-CPU end-to-end run (skips without CUDA)"}
+           "gpu-check": "the CUDA tests, train-step on the card and a CUDA-vs-CPU end-to-end run (skips without CUDA)",
+           "demo": "the demo pipeline (dvc repro) per stage at one or more commits, each in a fresh clone"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,6 +81,10 @@ def main() -> None:
         from benchmarks.gpu_check import main as gpu_check
 
         raise SystemExit(gpu_check(sys.argv[2:]))
+    if sys.argv[1:2] == ["demo"]:
+        from benchmarks.demo_pipeline import main as demo
+
+        raise SystemExit(demo(sys.argv[2:]))
     args = parse_args()
     names = args.names or list(BENCHMARKS)
     start, rows = time.perf_counter(), []

@@ -169,7 +169,7 @@ def test_benchmarks_help_lists_every_benchmark() -> None:
 
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for name in (*BENCHMARKS, "train-step", "backbones"):
+    for name in (*BENCHMARKS, "train-step", "backbones", "gpu-check", "demo"):
         assert name in done.stdout, name
 
 
