@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 from experiments.avalanche.ser_side import initial_model
 from experiments.gradient_norms import block_label, block_of, main, table
 from ser_cli.data.scenario import ClassIncrementalScenario
 from ser_cli.models.normalize import Normalizer
+from ser_cli.runtime.device import memory_format_for
 
 TINY = ["--set", "train.n_tasks=2", "--set", "train.classes_per_task=2", "--set", "train.batch_size=4",
         "--set", "train.buffer_size=8", "--set", "train.minibatch_size=4", "--device", "cpu"]
@@ -30,10 +32,12 @@ def test_first_step_equals_the_hand_computed_gradient(tiny_synth: Path, tmp_path
     main([str(out), "--steps", "1", "--", "--data", str(tiny_synth), "--method", "sgd", "--seed", str(seed), *TINY])
     recorded = json.loads(out.read_text())["blocks"]
 
-    # Independently: the seeded initial classifier, the scenario's first batch, cross-entropy, backward.
-    model = initial_model("resnet18_reduced", 4, seed)
+    # Independently: the seeded initial classifier, the scenario's first batch, cross-entropy, backward, in the
+    # layout `ser train` uses on the CPU (the kernels of another layout round differently).
+    layout = memory_format_for("auto", "auto", torch.device("cpu"))
+    model = initial_model("resnet18_reduced", 4, seed).to(memory_format=layout)
     images, _, labels, _ = next(iter(ClassIncrementalScenario(tiny_synth, None, 2, 2, 4, seed).train_loader([0])))
-    F.cross_entropy(model(Normalizer("cpu")(images)), labels).backward()
+    F.cross_entropy(model(Normalizer("cpu", layout)(images)), labels).backward()
     expected: dict[str, list[float]] = {}
     for name, p in model.named_parameters():
         acc = expected.setdefault(block_of(name), [0.0, 0.0])

@@ -58,7 +58,9 @@ def test_saliency_init_gives_the_classifier_the_encoders_taps(saliency_ckpt: Pat
     learner = build_learner(settings, "cpu", classifier_weights=weights)
     torch.manual_seed(0)
     random_start = build_learner(tiny_settings(), "cpu")
-    x = torch.randn(3, 3, 16, 24)
+    layout = learner.normalize.memory_format  # the learner's layout (kernels of another one round differently)
+    net = net.to(memory_format=layout)
+    x = torch.randn(3, 3, 16, 24).contiguous(memory_format=layout)
     learner.classifier.eval(), net.eval(), random_start.classifier.eval()
     with torch.no_grad():
         for got, want, other in zip(learner.classifier.features(x), net.encoder.features(x),
