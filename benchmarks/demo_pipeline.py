@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -53,10 +54,14 @@ def run_demo(commit: str, workdir: Path, repo: Path = ROOT) -> dict[str, object]
     """Clone `repo` (this repository) at `commit` into `workdir`, run its `dvc repro`, return the stage times.
 
     Raises:
-        RuntimeError: the clone or the pipeline failed (the last lines of its output in the message).
+        ValueError: `commit` names no commit of `repo`.
+        RuntimeError: the pipeline failed (the last lines of its output in the message).
     """
-    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=repo, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    found = subprocess.run(["git", "rev-parse", "--short", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=repo,
+                           capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        raise ValueError(f"--commits: {commit!r} is not a commit of {repo}")
+    sha = found.stdout.strip()
     clone = workdir / f"demo_{sha}"
     subprocess.run(["rm", "-rf", str(clone)], check=True)
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
@@ -106,8 +111,9 @@ def main(argv: Sequence[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commits", default="HEAD", help="Comma-separated commits to time, in this order "
                         "(default HEAD; committed code only: uncommitted changes are not in a clone).")
-    parser.add_argument("--workdir", type=Path, default=Path("benchmarks_demo"),
-                        help="Folder for the clones (default ./benchmarks_demo; each pipeline needs ~150 MB).")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ser-demo-bench",
+                        help="Folder for the clones (default: ser-demo-bench in the temporary folder; each pipeline "
+                        "needs ~150 MB).")
     parser.add_argument("--out", type=Path, default=None, help="Also write the results as JSON here.")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +121,9 @@ def main(argv: Sequence[str]) -> int:
     for commit in args.commits.split(","):
         try:
             results.append(run_demo(commit.strip(), args.workdir.resolve()))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except (RuntimeError, subprocess.CalledProcessError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -53,6 +53,9 @@ def test_a_real_pipeline_is_cloned_run_and_timed_per_stage(tmp_path: Path) -> No
     assert stages["first"] >= 1.0 and result["total_s"] >= stages["first"] + stages["second"]
     assert (Path(result["folder"]) / "b.txt").read_text() == "a"
 
+    with pytest.raises(ValueError, match="--commits: 'nosuch' is not a commit of"):
+        run_demo("nosuch", tmp_path / "work", repo=repo)
+
     (repo / "dvc.yaml").write_text("stages:\n  broken:\n    cmd: python -c \"raise SystemExit(3)\"\n")
     _git(repo, "commit", "-qam", "broken")
     with pytest.raises(RuntimeError, match="dvc repro at [0-9a-f]+ failed"):

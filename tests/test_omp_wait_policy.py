@@ -23,14 +23,13 @@ from ser_cli.runs.saliency_file import load_saliency_checkpoint
 ])
 def test_a_short_spin_unless_the_user_chose(user: dict[str, str], expected: dict[str, str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in user.items():
-        monkeypatch.setenv(name, value)
+    # a copy of the environment: what main() adds must not reach the later tests' child processes
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | user
+    monkeypatch.setattr(os, "environ", environ)
     monkeypatch.setattr(entry, "restart_on_fast_allocator", lambda argv: None)
     monkeypatch.setattr(ser_cli.cli.app, "main", lambda: None)
     entry.main()
-    assert {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ} == expected
+    assert {k: environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in environ} == expected
 
 
 @pytest.mark.slow
